@@ -1,0 +1,146 @@
+"""Runs a plan: copies on a thread pool with progress bars, then deletes.
+
+Guarantees: deletes start only after every copy of the plan succeeded;
+every failure is collected and reported together in one `SyncError`;
+each completed transfer is recorded at once, so a later run does not redo
+it even when the run as a whole failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from .planner import Action
+from .state import Record, StateDB
+
+
+class SyncError(RuntimeError):
+    """One or more files failed to transfer; ``failures`` maps each path to its cause."""
+
+    def __init__(self, what: str, failures: list[tuple[str, BaseException]]) -> None:
+        self.failures = failures
+        lines = [f"{what}: {len(failures)} file(s) failed"]
+        lines += [f"  {path}: {type(exc).__name__}: {exc}" for path, exc in failures[:50]]
+        if len(failures) > 50:
+            lines.append(f"  ... and {len(failures) - 50} more")
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class Summary:
+    """What a run did."""
+
+    copied: int = 0
+    bytes: int = 0
+    verified: int = 0
+    deleted: int = 0
+    failures: list[tuple[str, BaseException]] = field(default_factory=list)
+
+
+@dataclass
+class Operations:
+    """The side-specific work an executor calls; ``copy`` and ``verify`` return the new record.
+
+    ``copy`` and ``verify`` run on worker threads; ``delete`` runs once with
+    every pending delete after all copies succeeded.
+    """
+
+    copy: Callable[[Action], Record]
+    verify: Callable[[Action], Record]
+    delete: Callable[[list[Action]], None]
+    name: Callable[[Action], str]
+
+
+class _Progress:
+    """A tqdm bar that appears with the first transfer and grows its total as the plan streams in."""
+
+    def __init__(self, enabled: bool, desc: str) -> None:
+        self.enabled, self.desc, self.bar = enabled, desc, None
+
+    def add(self, size: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=0, desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024, leave=True)
+        self.bar.total += size
+        self.bar.refresh()
+
+    def done(self, size: int) -> None:
+        if self.bar is not None:
+            self.bar.update(size)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def execute(
+    actions: Iterable[Action],
+    ops: Operations,
+    state: StateDB,
+    *,
+    what: str,
+    max_workers: int,
+    show_progress: bool,
+) -> Summary:
+    """Run ``actions``; raise `SyncError` listing every failed path, after recording the successes."""
+    summary = Summary()
+    deletes: list[Action] = []
+    forgets: list[str] = []
+    records: list[Record] = []
+    progress = _Progress(show_progress, what)
+    pending: dict[Future[Record], Action] = {}
+    limit = max_workers * 4  # bounded in-flight work keeps memory flat on huge plans
+
+    def collect(done: Iterable[Future[Record]]) -> None:
+        for fut in done:
+            action = pending.pop(fut)
+            try:
+                records.append(fut.result())
+            except Exception as exc:  # noqa: BLE001 - every failure is reported at the end
+                summary.failures.append((ops.name(action), exc))
+                continue
+            progress.done(action.size)
+            if action.kind == "copy":
+                summary.copied += 1
+                summary.bytes += action.size
+            else:
+                summary.verified += 1
+        if len(records) >= 512:
+            state.write(records)
+            records.clear()
+
+    pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pos3")
+    try:
+        for action in actions:
+            if action.kind == "forget":
+                forgets.append(action.rel)
+            elif action.kind == "delete":
+                deletes.append(action)
+            else:
+                progress.add(action.size)
+                fn = ops.copy if action.kind == "copy" else ops.verify
+                pending[pool.submit(fn, action)] = action
+                if len(pending) >= limit:
+                    collect(wait(pending, return_when=FIRST_COMPLETED).done)
+        while pending:
+            collect(wait(pending, return_when=FIRST_COMPLETED).done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        # On an interrupt, still record whatever finished.
+        records.extend(f.result() for f in pending if not f.cancelled() and f.exception() is None)
+        with contextlib.suppress(Exception):
+            state.write(records, forgets)
+        progress.close()
+    if summary.failures:
+        raise SyncError(what, summary.failures)
+    if deletes:
+        ops.delete(deletes)
+        summary.deleted = len(deletes)
+        state.write((), (a.rel for a in deletes))
+    return summary

@@ -1,0 +1,135 @@
+"""The sync planner: a pure function from listings to actions.
+
+Inputs are three streams sorted by relative path: the local files, the remote
+objects and the records of the last successful transfer of each file. The
+planner walks them together once (a sorted merge, so memory does not grow
+with the number of files) and yields what must happen to make the
+destination match the source:
+
+* `Copy`   — the file is missing or provably different at the destination;
+* `Verify` — both sides have the same size but nothing proves them equal
+  (no record, or a record that one side no longer matches); the executor
+  compares content hashes and copies only when they differ or are unknown;
+* `Delete` — the file exists only at the destination and deletes are on;
+* `Forget` — a record whose file is gone from both sides.
+
+Files that still match their record on both sides produce nothing.
+Excluded paths produce nothing at all: never copied, never deleted.
+No I/O happens here; the same planner serves every direction and backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+from .local import LocalEntry
+from .state import Record
+from .store import ObjectMeta
+
+
+class Direction(str, Enum):
+    DOWN = "download"  # remote is the source, local the destination
+    UP = "upload"  # local is the source, remote the destination
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    """A remote object under the synced root: ``rel`` is its key minus the root prefix."""
+
+    rel: str
+    meta: ObjectMeta
+
+    @property
+    def version(self) -> str:
+        """The change token compared with records (version, else size and mtime)."""
+        m = self.meta
+        return m.version if m.version is not None else f"{m.size}@{m.mtime}"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One step of a plan; ``size`` is the bytes a copy would move (0 otherwise)."""
+
+    kind: Literal["copy", "verify", "delete", "forget"]
+    rel: str
+    local: LocalEntry | None = None
+    remote: RemoteEntry | None = None
+    size: int = 0
+
+
+def plan(
+    direction: Direction,
+    local: Iterable[LocalEntry],
+    remote: Iterable[RemoteEntry],
+    records: Iterable[Record],
+    *,
+    delete: bool,
+    excluded: Callable[[str], bool] = lambda rel: False,
+) -> Iterator[Action]:
+    """Yield the actions that make the destination of ``direction`` match its source.
+
+    Every input must be sorted by ``rel`` with no duplicates; a stream out of
+    order raises `ValueError` rather than risk a wrong delete.
+    """
+    for rel, loc, rem, rec in _merge(local, remote, records):
+        if excluded(rel):
+            continue
+        if loc is None and rem is None:
+            yield Action("forget", rel)
+            continue
+        src, dst = (rem, loc) if direction is Direction.DOWN else (loc, rem)
+        if src is None:
+            if delete:
+                yield Action("delete", rel, loc, rem)
+            continue
+        size = src.meta.size if isinstance(src, RemoteEntry) else src.size
+        if dst is None:
+            yield Action("copy", rel, loc, rem, size)
+            continue
+        assert loc is not None and rem is not None
+        if rec is not None and _matches(rec, loc, rem):
+            continue
+        yield Action("copy" if loc.size != rem.meta.size else "verify", rel, loc, rem, size)
+
+
+def _matches(rec: Record, loc: LocalEntry, rem: RemoteEntry) -> bool:
+    return (
+        rec.local_size == loc.size
+        and rec.local_mtime_ns == loc.mtime_ns
+        and rec.remote_size == rem.meta.size
+        and rec.remote_version == rem.version
+    )
+
+
+_END = object()
+
+
+def _merge(
+    local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], records: Iterable[Record]
+) -> Iterator[tuple[str, LocalEntry | None, RemoteEntry | None, Record | None]]:
+    """Join three sorted streams on ``rel``: one tuple per distinct path."""
+    streams = [_checked(local, "local"), _checked(remote, "remote"), _checked(records, "records")]
+    heads = [next(s, _END) for s in streams]
+    while True:
+        rels = [h.rel for h in heads if h is not _END]  # type: ignore[attr-defined]
+        if not rels:
+            return
+        rel = min(rels)
+        row: list = [None, None, None]
+        for i, h in enumerate(heads):
+            if h is not _END and h.rel == rel:  # type: ignore[attr-defined]
+                row[i] = h
+                heads[i] = next(streams[i], _END)
+        yield rel, row[0], row[1], row[2]
+
+
+def _checked(items: Iterable, name: str) -> Iterator:
+    prev: str | None = None
+    for item in items:
+        if prev is not None and item.rel <= prev:
+            raise ValueError(f"The {name} listing is not strictly sorted: {item.rel!r} came after {prev!r}")
+        prev = item.rel
+        yield item

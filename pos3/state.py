@@ -1,0 +1,92 @@
+"""What the last successful transfer of each file recorded, per synced root.
+
+A record pairs the local ``(size, mtime_ns)`` with the remote ``(size,
+version)`` as they were right after a file was transferred (or proven equal).
+A later plan trusts a file as unchanged only when both sides still match
+their record. Records live in one SQLite file per (profile, remote, local)
+root under the cache root; they are read as a stream sorted like listings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    rel: str
+    local_size: int
+    local_mtime_ns: int
+    remote_size: int
+    remote_version: str
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    rel TEXT PRIMARY KEY,
+    local_size INTEGER NOT NULL,
+    local_mtime_ns INTEGER NOT NULL,
+    remote_size INTEGER NOT NULL,
+    remote_version TEXT NOT NULL
+) WITHOUT ROWID
+"""
+
+
+def state_path(state_dir: Path, identity: str) -> Path:
+    """The state file for a root identified by ``identity`` (profile, URL, local path)."""
+    digest = hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return state_dir / f"{digest}.sqlite"
+
+
+class StateDB:
+    """The records of one root. Reads and writes may overlap (WAL mode):
+    a reader sees the records as they were when its stream started."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = self._connect()
+        self._conn.execute(_SCHEMA)
+        self._conn.commit()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def records(self) -> Iterator[Record]:
+        """Every record sorted by ``rel`` (byte order, like store listings)."""
+        conn = self._connect()
+        try:
+            cur = conn.execute("SELECT rel, local_size, local_mtime_ns, remote_size, remote_version FROM records ORDER BY rel")
+            while rows := cur.fetchmany(4096):
+                for row in rows:
+                    yield Record(*row)
+        finally:
+            conn.close()
+
+    def write(self, upserts: Iterable[Record], forgets: Iterable[str] = ()) -> None:
+        """Apply a batch of changes in one transaction."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)",
+                    ((r.rel, r.local_size, r.local_mtime_ns, r.remote_size, r.remote_version) for r in upserts),
+                )
+                self._conn.executemany("DELETE FROM records WHERE rel = ?", ((rel,) for rel in forgets))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,96 @@
+"""The `ObjectStore` interface every backend implements.
+
+A store speaks for one bucket-like namespace of one backend under one profile.
+Keys are ``/``-separated strings without a leading ``/``. Each verb states the
+guarantee the sync engine relies on; the shared conformance suite
+(`pos3.testing`) checks each of them against a real server.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """One object as a listing reports it.
+
+    ``version`` is the store's change token (S3 ETag, GCS generation, Azure
+    ETag): it changes whenever the content is rewritten, even at equal size.
+    ``md5`` is the hex MD5 of the content when the store knows it (S3
+    single-part ETag, GCS md5Hash, Azure Content-MD5), else ``None``.
+    """
+
+    key: str
+    size: int
+    version: str | None = None
+    mtime: float | None = None
+    md5: str | None = None
+
+
+class StoreError(Exception):
+    """Base class for errors a store raises that are not `FileNotFoundError`/`PermissionError`."""
+
+
+class ObjectStore(abc.ABC):
+    """A flat namespace of objects in one bucket.
+
+    Errors are mapped to the same Python exceptions on every backend:
+    a missing object or bucket raises `FileNotFoundError`, a refused request
+    raises `PermissionError`. Transient failures are retried inside the store.
+    Every method is safe to call from many threads at once.
+    """
+
+    #: Largest number of keys one `delete` call sends in a single request.
+    delete_batch_size: int = 1
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectMeta]:
+        """Yield every object whose key starts with ``prefix``, in ascending
+        UTF-8 byte order of keys, page by page as the server answers.
+
+        The stream is complete: a page the server marks as the last is not
+        trusted when it could have been cut short. A missing bucket raises
+        `FileNotFoundError`; an empty prefix yields nothing.
+        """
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectMeta | None:
+        """Return the object stored at exactly ``key``, or ``None`` if there is none."""
+
+    @abc.abstractmethod
+    def get(self, key: str, dest: Path) -> ObjectMeta:
+        """Write the object's content to ``dest`` (created or truncated).
+
+        The caller owns ``dest`` and makes it visible atomically; the store
+        only writes bytes. Returns the metadata of the version it read.
+        """
+
+    @abc.abstractmethod
+    def put(self, key: str, src: Path) -> ObjectMeta:
+        """Store the content of ``src`` at ``key``.
+
+        No client ever observes a partially written object. Returns the
+        metadata a later `list` reports for this object (at least ``version``).
+        """
+
+    @abc.abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete ``keys`` (missing keys are not an error), batching requests
+        where the service allows. Raises if any key could not be deleted."""
+
+
+
+class Backend(abc.ABC):
+    """One service under one profile: one client and one connection pool,
+    shared by every bucket and every worker thread."""
+
+    @abc.abstractmethod
+    def store(self, bucket: str) -> ObjectStore:
+        """Return the store for ``bucket`` (cheap; no request is made)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The default does nothing."""

@@ -1,0 +1,279 @@
+"""The S3 store (boto3): any S3-compatible service.
+
+Configuration follows boto3's standard chain unless the profile says
+otherwise: ``AWS_PROFILE``, ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``,
+``AWS_REGION``, ``~/.aws/config`` and ``~/.aws/credentials``. Profile
+options: ``aws_profile``, ``access_key_id``, ``secret_access_key``,
+``session_token``, ``addressing_style`` (``path``/``virtual``/``auto``),
+``part_size`` (bytes, for multipart transfers).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..hookspecs import StoreSpec, hookimpl
+from ..store import Backend, ObjectMeta, ObjectStore, StoreError
+
+if TYPE_CHECKING:
+    from ..profiles import Profile
+
+MiB = 1024 * 1024
+#: Objects up to this size move in one request; larger ones in parallel parts.
+MULTIPART_THRESHOLD = 64 * MiB
+DEFAULT_PART_SIZE = 16 * MiB
+MAX_PARTS = 10_000
+#: S3 returns at most this many keys a page; a "last" page this full is re-checked.
+LIST_PAGE = 1000
+
+
+@hookimpl
+def pos3_register_stores(register) -> None:
+    register(StoreSpec(scheme="s3", connect=S3Backend))
+
+
+def _md5_from_etag(etag: str | None) -> str | None:
+    """A single-part S3 ETag is the hex MD5 of the content; a multipart one is not."""
+    if etag and len(etag) == 32 and "-" not in etag:
+        return etag.lower()
+    return None
+
+
+def _map_error(exc: Exception, what: str) -> Exception:
+    """Translate a botocore error into FileNotFoundError / PermissionError / StoreError."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchBucket", "NoSuchKey", "404", "NotFound") or status == 404:
+            return FileNotFoundError(f"{what}: not found ({code})")
+        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
+            return PermissionError(f"{what}: access denied ({code})")
+        return StoreError(f"{what}: {code or status}: {exc.response.get('Error', {}).get('Message', '')}")
+    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class S3Backend(Backend):
+    """One boto3 client per profile, with a pool wide enough for every worker."""
+
+    def __init__(self, profile: Profile, max_workers: int) -> None:
+        import boto3
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        opts = dict(profile.options)
+        session = boto3.session.Session(profile_name=opts.pop("aws_profile", None))
+        config = Config(
+            max_pool_connections=max(10, 2 * max_workers),
+            retries={"mode": "standard", "max_attempts": 8},
+            s3={"addressing_style": opts.pop("addressing_style", "auto")},
+            signature_version=UNSIGNED if profile.public else None,
+            connect_timeout=10,
+            read_timeout=120,
+            tcp_keepalive=True,
+        )
+        kwargs: dict[str, Any] = {"config": config}
+        if profile.endpoint:
+            kwargs["endpoint_url"] = profile.endpoint
+        if profile.region:
+            kwargs["region_name"] = profile.region
+        if not profile.public:
+            for opt, arg in (
+                ("access_key_id", "aws_access_key_id"),
+                ("secret_access_key", "aws_secret_access_key"),
+                ("session_token", "aws_session_token"),
+            ):
+                if opt in opts:
+                    kwargs[arg] = opts.pop(opt)
+        else:
+            for opt in ("access_key_id", "secret_access_key", "session_token"):
+                opts.pop(opt, None)
+        self.part_size = int(opts.pop("part_size", DEFAULT_PART_SIZE))
+        if opts:
+            raise ValueError(f"Unknown S3 profile options: {', '.join(sorted(opts))}")
+        self.client = session.client("s3", **kwargs)
+        self.max_workers = max_workers
+
+    def store(self, bucket: str) -> S3Store:
+        return S3Store(self, bucket)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class S3Store(ObjectStore):
+    delete_batch_size = 1000
+
+    def __init__(self, backend: S3Backend, bucket: str) -> None:
+        self.backend = backend
+        self.client = backend.client
+        self.bucket = bucket
+
+    def _url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def list(self, prefix: str) -> Iterator[ObjectMeta]:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        rechecked = False
+        while True:
+            try:
+                page = self.client.list_objects_v2(**args)
+            except Exception as exc:
+                raise _map_error(exc, f"Listing {self._url(prefix)}") from exc
+            contents = page.get("Contents", [])
+            for obj in contents:
+                etag = obj.get("ETag", "").strip('"') or None
+                yield ObjectMeta(obj["Key"], obj["Size"], etag, obj["LastModified"].timestamp(), _md5_from_etag(etag))
+            if page.get("IsTruncated"):
+                args.pop("StartAfter", None)
+                args["ContinuationToken"] = page["NextContinuationToken"]
+                rechecked = False
+                continue
+            # A full page that claims to be the last is not proof of the end
+            # (some servers stop early): ask once more after its last key.
+            if contents and len(contents) >= min(page.get("MaxKeys", LIST_PAGE), LIST_PAGE) and not rechecked:
+                args.pop("ContinuationToken", None)
+                args["StartAfter"] = contents[-1]["Key"]
+                rechecked = True
+                continue
+            return
+
+    def head(self, key: str) -> ObjectMeta | None:
+        try:
+            r = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            err = _map_error(exc, f"Reading {self._url(key)}")
+            if isinstance(err, FileNotFoundError):
+                # A missing bucket is an error; a missing key is an answer.
+                if "NoSuchBucket" in str(err):
+                    raise err from exc
+                return None
+            raise err from exc
+        etag = r.get("ETag", "").strip('"') or None
+        return ObjectMeta(key, r["ContentLength"], etag, r["LastModified"].timestamp(), _md5_from_etag(etag))
+
+    def get(self, key: str, dest: Path) -> ObjectMeta:
+        try:
+            return self._get(key, dest)
+        except (FileNotFoundError, PermissionError, StoreError):
+            raise
+        except OSError:
+            raise
+        except Exception as exc:
+            raise _map_error(exc, f"Downloading {self._url(key)}") from exc
+
+    def _get(self, key: str, dest: Path) -> ObjectMeta:
+        part = self.backend.part_size
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{part - 1}")
+        except Exception as exc:
+            if "InvalidRange" not in str(exc):  # an empty object has no byte 0
+                raise
+            r = self.client.get_object(Bucket=self.bucket, Key=key)
+        etag = r.get("ETag", "").strip('"') or None
+        total = int(r["ContentRange"].rsplit("/", 1)[1]) if "ContentRange" in r else r["ContentLength"]
+        meta = ObjectMeta(key, total, etag, r["LastModified"].timestamp(), _md5_from_etag(etag))
+        with open(dest, "wb") as f:
+            _copy_stream(r["Body"], f)
+            if total > part:
+                f.truncate(total)
+        if total > part:
+            self._get_parts(key, dest, part, total, etag)
+        return meta
+
+    def _get_parts(self, key: str, dest: Path, part: int, total: int, etag: str | None) -> None:
+        """Fetch the rest of a large object in parallel ranges, pinned to one version by ETag."""
+
+        def fetch(start: int) -> None:
+            end = min(start + part, total) - 1
+            kw = {"IfMatch": f'"{etag}"'} if etag else {}
+            r = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}", **kw)
+            with open(dest, "r+b") as f:
+                f.seek(start)
+                _copy_stream(r["Body"], f)
+
+        with ThreadPoolExecutor(max_workers=min(8, self.backend.max_workers)) as pool:
+            for fut in [pool.submit(fetch, start) for start in range(part, total, part)]:
+                fut.result()
+
+    def put(self, key: str, src: Path) -> ObjectMeta:
+        try:
+            size = os.stat(src).st_size
+            if size <= MULTIPART_THRESHOLD:
+                with open(src, "rb") as f:
+                    data = f.read()
+                md5 = hashlib.md5(data, usedforsecurity=False)
+                r = self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, ContentMD5=base64.b64encode(md5.digest()).decode()
+                )
+                etag = r["ETag"].strip('"')
+            else:
+                etag = self._put_multipart(key, src, size)
+        except (FileNotFoundError, PermissionError, StoreError, OSError):
+            raise
+        except Exception as exc:
+            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+        return ObjectMeta(key, size, etag, None, _md5_from_etag(etag))
+
+    def _put_multipart(self, key: str, src: Path, size: int) -> str:
+        part = max(self.backend.part_size, -(-size // MAX_PARTS))
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+
+        def send(number: int) -> dict[str, Any]:
+            with open(src, "rb") as f:
+                f.seek((number - 1) * part)
+                data = f.read(part)
+            r = self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+            return {"PartNumber": number, "ETag": r["ETag"]}
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(8, self.backend.max_workers)) as pool:
+                parts = list(pool.map(send, range(1, -(-size // part) + 1)))
+            r = self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            raise
+        return r["ETag"].strip('"')
+
+    def delete(self, keys: Iterable[str]) -> None:
+        batch: list[str] = []
+        for key in keys:
+            batch.append(key)
+            if len(batch) == self.delete_batch_size:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, keys: list[str]) -> None:
+        try:
+            r = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+            )
+        except Exception as exc:
+            raise _map_error(exc, f"Deleting {len(keys)} objects from s3://{self.bucket}") from exc
+        errors = r.get("Errors", [])
+        if errors:
+            detail = "; ".join(f"{e.get('Key')}: {e.get('Code')}" for e in errors[:10])
+            raise StoreError(f"Could not delete {len(errors)} objects from s3://{self.bucket}: {detail}")
+
+
+def _copy_stream(body: Any, f: Any, chunk: int = 1 * MiB) -> None:
+    try:
+        while data := body.read(chunk):
+            f.write(data)
+    finally:
+        body.close()

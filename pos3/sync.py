@@ -1,0 +1,212 @@
+"""One synced root: a remote location paired with a local path.
+
+`Root.sync` is the whole pipeline for one direction: list both sides and
+the records, plan, execute. Data flows one way:
+listings → `planner.plan` → `executor.execute` → the store / the local disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import local as fs
+from .executor import Operations, Summary, execute
+from .patterns import Excluder
+from .planner import Action, Direction, RemoteEntry, plan
+from .state import Record, StateDB
+from .store import ObjectMeta, ObjectStore
+from .urls import RemoteURL
+
+
+@dataclass
+class Root:
+    """A remote location and its local copy.
+
+    ``single`` is True when the remote is one object (and the local path one
+    file) rather than a prefix and a directory.
+    """
+
+    url: RemoteURL
+    store: ObjectStore
+    local: Path
+    single: bool
+    exclude: Excluder
+    state: StateDB
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- listings -------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return self.url.key if self.single else self.url.dir_prefix
+
+    def key(self, rel: str) -> str:
+        return self.prefix + rel if not self.single else self.url.key
+
+    def remote_entries(self, direction: Direction, seen: list[int]) -> Iterator[RemoteEntry]:
+        """The remote side, sorted by ``rel``; counts raw entries into ``seen[0]``.
+
+        Directory markers (keys ending in '/') are skipped. On download every
+        key must map inside the local root, or `UnsafeKeyError` names it.
+        """
+        if self.single:
+            meta = self.store.head(self.url.key)
+            if meta is not None:
+                seen[0] += 1
+                yield RemoteEntry("", meta)
+            return
+        n = len(self.prefix)
+        for meta in self.store.list(self.prefix):
+            seen[0] += 1
+            rel = meta.key[n:]
+            if not rel or (rel.endswith("/") and meta.size == 0):
+                continue
+            if direction is Direction.DOWN:
+                fs.check_rel(rel, meta.key)
+            yield RemoteEntry(rel, meta)
+
+    def local_entries(self, direction: Direction) -> Iterator[fs.LocalEntry]:
+        return fs.walk(self.local, self.exclude, clean_temp=direction is Direction.DOWN)
+
+    # -- the pipeline -------------------------------------------------------
+
+    def sync(
+        self,
+        direction: Direction,
+        *,
+        delete: bool,
+        max_workers: int,
+        show_progress: bool,
+        missing_ok: bool = False,
+    ) -> Summary:
+        """Make the destination match the source; one run at a time per root.
+
+        A download of a remote with no objects raises `FileNotFoundError`
+        (or, with ``missing_ok``, does nothing) and deletes nothing.
+        """
+        with self.lock:
+            seen = [0]
+            remote = self.remote_entries(direction, seen)
+            if direction is Direction.DOWN:
+                remote = _prefetched(remote)  # learn whether the remote exists before planning
+                if seen[0] == 0:
+                    if missing_ok:
+                        return Summary()
+                    raise FileNotFoundError(f"No such remote: {self.url} (no object or prefix of that name)")
+            actions = plan(
+                direction,
+                self.local_entries(direction),
+                remote,
+                self.state.records(),
+                delete=delete,
+                excluded=self.exclude.file if not self.single else (lambda rel: False),
+            )
+            ops = _Down(self) if direction is Direction.DOWN else _Up(self)
+            what = f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
+            return execute(actions, ops.operations(), self.state, what=what, max_workers=max_workers, show_progress=show_progress)
+
+
+def _prefetched(it: Iterator[RemoteEntry]) -> Iterator[RemoteEntry]:
+    """Pull the first item now (so errors and emptiness surface early), then stream the rest."""
+    try:
+        first = next(it)
+    except StopIteration:
+        return iter(())
+
+    def rest() -> Iterator[RemoteEntry]:
+        yield first
+        yield from it
+
+    return rest()
+
+
+def file_md5(path: Path) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _record(rel: str, st: os.stat_result, meta: ObjectMeta) -> Record:
+    entry = RemoteEntry(rel, meta)
+    return Record(rel, st.st_size, st.st_mtime_ns, meta.size, entry.version)
+
+
+class _Side:
+    """The work of one direction; `verify` is shared: equal content hashes
+    prove a file unchanged (and get recorded), anything else is copied."""
+
+    def __init__(self, root: Root) -> None:
+        self.root = root
+
+    def operations(self) -> Operations:
+        return Operations(self.copy, self.verify, self.delete, self.name)
+
+    def verify(self, action: Action) -> Record:
+        assert action.remote is not None
+        path = fs.target(self.root.local, action.rel)
+        st = os.stat(path)
+        md5 = action.remote.meta.md5
+        if md5 is not None and file_md5(path) == md5:
+            return _record(action.rel, st, action.remote.meta)
+        return self.copy(action)
+
+    def copy(self, action: Action) -> Record:
+        raise NotImplementedError
+
+    def delete(self, actions: list[Action]) -> None:
+        raise NotImplementedError
+
+    def name(self, action: Action) -> str:
+        raise NotImplementedError
+
+
+class _Down(_Side):
+    """Remote → local: atomic writes under the root, local deletes."""
+
+    def name(self, action: Action) -> str:
+        return str(fs.target(self.root.local, action.rel))
+
+    def copy(self, action: Action) -> Record:
+        root = self.root
+        dest = fs.target(root.local, action.rel)
+        fs.prepare_parent(root.local, dest)
+        if dest.is_dir() and not dest.is_symlink():
+            raise IsADirectoryError(f"{dest} is a directory locally but a file remotely ({root.key(action.rel)})")
+        tmp = fs.temp_beside(dest)
+        try:
+            meta = root.store.get(root.key(action.rel), tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return _record(action.rel, os.stat(dest), meta)
+
+    def delete(self, actions: list[Action]) -> None:
+        for action in actions:
+            fs.remove_file(self.root.local, fs.target(self.root.local, action.rel))
+
+
+class _Up(_Side):
+    """Local → remote: whole-object puts, batched remote deletes."""
+
+    def name(self, action: Action) -> str:
+        return f"{self.root.url.scheme}://{self.root.url.bucket}/{self.root.key(action.rel)}"
+
+    def copy(self, action: Action) -> Record:
+        root = self.root
+        src = fs.target(root.local, action.rel)
+        before = os.stat(src)
+        meta = root.store.put(root.key(action.rel), src)
+        # Record the file as it was before the upload began: if it changed
+        # meanwhile, the next run sees the difference and uploads again.
+        return _record(action.rel, before, meta)
+
+    def delete(self, actions: list[Action]) -> None:
+        self.root.store.delete(self.root.key(a.rel) for a in actions)
