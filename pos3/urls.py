@@ -41,6 +41,8 @@ def parse(url: str) -> RemoteURL:
         raise ValueError(f"Not a remote URL (expected scheme://bucket/key): {url!r}")
     scheme = m.group(1).lower()
     rest = url[m.end() :]
+    if rest.startswith("/") and not rest.startswith("//"):
+        rest = rest[1:]  # an empty authority (file:///mnt/data): the first path segment is the bucket
     bucket, _, key = rest.partition("/")
     if not bucket or any(c.isspace() for c in bucket):
         raise ValueError(f"Remote URL has no valid bucket: {url!r}")
