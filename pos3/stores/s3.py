@@ -48,8 +48,10 @@ def _md5_from_etag(etag: str | None) -> str | None:
 
 def _map_error(exc: Exception, what: str) -> Exception:
     """Translate a botocore error into FileNotFoundError / PermissionError / StoreError."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, NoCredentialsError
 
+    if isinstance(exc, NoCredentialsError):
+        return PermissionError(f"{what}: no AWS credentials found (set AWS_PROFILE or keys, or use a public profile)")
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
