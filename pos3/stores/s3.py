@@ -5,7 +5,11 @@ otherwise: ``AWS_PROFILE``, ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``,
 ``AWS_REGION``, ``~/.aws/config`` and ``~/.aws/credentials``. Profile
 options: ``aws_profile``, ``access_key_id``, ``secret_access_key``,
 ``session_token``, ``addressing_style`` (``path``/``virtual``/``auto``),
-``part_size`` (bytes, for multipart transfers).
+``part_size`` (bytes, for multipart transfers), ``transfer_client``
+(``"crt"``, the default when ``awscrt`` is installed, or ``"boto3"``).
+
+Listing, HEAD and deletes go through boto3; object bodies go through the
+native CRT transfer client (`s3_crt`) configured from the same boto3 client.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import StoreSpec, hookimpl
 from ..store import Backend, ObjectMeta, ObjectStore, StoreError
+from .s3_crt import EmptyObject
 
 if TYPE_CHECKING:
     from ..profiles import Profile
+    from .s3_crt import CrtTransfers
 
 MiB = 1024 * 1024
 #: Objects up to this size move in one request; larger ones in parallel parts.
@@ -72,7 +79,15 @@ class S3Backend(Backend):
         from botocore.config import Config
 
         opts = dict(profile.options)
-        session = boto3.session.Session(profile_name=opts.pop("aws_profile", None))
+        keys: dict[str, Any] = {}
+        for opt, arg in (
+            ("access_key_id", "aws_access_key_id"),
+            ("secret_access_key", "aws_secret_access_key"),
+            ("session_token", "aws_session_token"),
+        ):
+            if opt in opts:
+                keys[arg] = opts.pop(opt)
+        session = boto3.session.Session(profile_name=opts.pop("aws_profile", None), **({} if profile.public else keys))
         config = Config(
             max_pool_connections=max(10, 2 * max_workers),
             retries={"mode": "standard", "max_attempts": 8},
@@ -87,22 +102,35 @@ class S3Backend(Backend):
             kwargs["endpoint_url"] = profile.endpoint
         if profile.region:
             kwargs["region_name"] = profile.region
-        if not profile.public:
-            for opt, arg in (
-                ("access_key_id", "aws_access_key_id"),
-                ("secret_access_key", "aws_secret_access_key"),
-                ("session_token", "aws_session_token"),
-            ):
-                if opt in opts:
-                    kwargs[arg] = opts.pop(opt)
-        else:
-            for opt in ("access_key_id", "secret_access_key", "session_token"):
-                opts.pop(opt, None)
         self.part_size = int(opts.pop("part_size", DEFAULT_PART_SIZE))
+        transfer_client = opts.pop("transfer_client", "crt")
+        if transfer_client not in ("crt", "boto3"):
+            raise ValueError(f"S3 profile option transfer_client must be 'crt' or 'boto3', got {transfer_client!r}")
         if opts:
             raise ValueError(f"Unknown S3 profile options: {', '.join(sorted(opts))}")
         self.client = session.client("s3", **kwargs)
         self.max_workers = max_workers
+        self._session, self._public = session, profile.public
+        self._crt_wanted = transfer_client == "crt"
+        self._crt: CrtTransfers | None = None
+        self._crt_lock = threading.Lock()
+
+    def crt(self) -> CrtTransfers | None:
+        """The native transfer client, created on first use; None when unavailable or not wanted."""
+        if not self._crt_wanted:
+            return None
+        with self._crt_lock:
+            if self._crt is None and self._crt_wanted:
+                credentials = None if self._public else self._session.get_credentials()
+                try:
+                    if not self._public and credentials is None:
+                        raise ImportError("no credentials to sign with")
+                    from .s3_crt import CrtTransfers
+
+                    self._crt = CrtTransfers(self.client, credentials, self._public, self.part_size)
+                except ImportError:
+                    self._crt_wanted = False  # boto3 does the transfers (and reports missing credentials)
+            return self._crt
 
     def store(self, bucket: str) -> S3Store:
         return S3Store(self, bucket)
@@ -163,6 +191,12 @@ class S3Store(ObjectStore):
         return ObjectMeta(key, r["ContentLength"], etag, r["LastModified"].timestamp(), _md5_from_etag(etag))
 
     def get(self, key: str, dest: Path) -> ObjectMeta:
+        crt = self.backend.crt()
+        if crt is not None:
+            try:
+                return crt.get(self.bucket, key, dest)
+            except EmptyObject:
+                pass  # fall through to one plain GET
         try:
             return self._get(key, dest)
         except (FileNotFoundError, PermissionError, StoreError):
@@ -207,8 +241,14 @@ class S3Store(ObjectStore):
                 fut.result()
 
     def put(self, key: str, src: Path) -> ObjectMeta:
+        size = os.stat(src).st_size
+        crt = self.backend.crt()
+        if crt is not None:
+            meta = crt.put(self.bucket, key, src, size)
+            if meta.version is None:  # some servers answer a multipart completion without the header
+                meta = self.head(key) or meta
+            return meta
         try:
-            size = os.stat(src).st_size
             if size <= MULTIPART_THRESHOLD:
                 with open(src, "rb") as f:
                     data = f.read()

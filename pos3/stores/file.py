@@ -1,0 +1,226 @@
+"""The local-directory store for ``file://`` URLs: a shared mount (NFS, SMB) used as the remote.
+
+``file:///mnt/nfs/data`` is bucket ``mnt``, key ``nfs/data``: a bucket is the
+directory ``/<bucket>``, an object the regular file ``/<bucket>/<key>``.
+Guarantees on top of `ObjectStore`'s:
+
+* `put` writes a temporary file in the object's directory, flushes it to disk
+  and renames it over the key (`os.replace`): no reader sees a partial object.
+  Temporary files (``.pos3-tmp-*``) are never listed.
+* `list` walks lazily in UTF-8 byte order of keys (a directory sorts as
+  ``name/``) and does not follow symlinked directories.
+* ``version`` is ``"<mtime_ns>-<size>"``; `put` moves the new file's mtime
+  past the one it replaces, so every rewrite through the store changes it.
+  ``md5`` is ``None`` (it would cost a full read).
+* Keys map to paths safely: empty, ``.`` or ``..`` segments, NUL bytes,
+  ``.pos3-tmp-`` names and paths leaving the bucket through a symlink are
+  refused with `UnsafeKeyError`.
+* Directories a `delete` leaves empty are removed, up to the bucket.
+
+The profile takes no options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..hookspecs import StoreSpec, hookimpl
+from ..local import TMP_PREFIX, UnsafeKeyError, check_rel, is_temp, prepare_parent
+from ..store import Backend, ObjectMeta, ObjectStore, StoreError
+
+if TYPE_CHECKING:
+    from ..profiles import Profile
+
+CHUNK = 1 << 20
+#: mtime steps `put` tries, finest first, until the filesystem stores a later mtime.
+_MTIME_STEPS_NS = (1, 1_000, 1_000_000, 1_000_000_000, 2_000_000_000)
+
+
+@hookimpl
+def pos3_register_stores(register) -> None:
+    register(StoreSpec(scheme="file", connect=FileBackend))
+
+
+class FileBackend(Backend):
+    """Buckets are the top-level directories of the local filesystem."""
+
+    def __init__(self, profile: Profile, max_workers: int) -> None:
+        if profile.options:
+            raise ValueError(f"Unknown file profile options: {', '.join(sorted(profile.options))}")
+
+    def store(self, bucket: str) -> FileStore:
+        if "/" in bucket:
+            raise UnsafeKeyError(f"Refusing bucket {bucket!r}: it is not one directory name")
+        check_rel(bucket, bucket)
+        return FileStore(Path("/", bucket))
+
+
+def _meta(key: str, st: os.stat_result) -> ObjectMeta:
+    return ObjectMeta(key, st.st_size, f"{st.st_mtime_ns}-{st.st_size}", st.st_mtime)
+
+
+def _sort_key(entry: os.DirEntry[str]) -> str:
+    return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
+
+
+class FileStore(ObjectStore):
+    """Objects as files under ``root`` (the bucket directory)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _url(self, key: str) -> str:
+        return f"file://{self.root}/{key}"
+
+    def _path(self, key: str) -> Path:
+        check_rel(key, key)
+        if any(is_temp(part) for part in key.split("/")):
+            raise UnsafeKeyError(f"Refusing key {key!r}: names starting with {TMP_PREFIX!r} are temporary files")
+        return self.root / key
+
+    def _check_bucket(self) -> None:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"No such bucket: {self.root} is not a directory")
+
+    # -- reads ----------------------------------------------------------------
+
+    def list(self, prefix: str) -> Iterator[ObjectMeta]:
+        self._check_bucket()
+        head, slash, name = prefix.rpartition("/")
+        if slash:
+            check_rel(head, prefix)
+        yield from self._walk(self.root / head, head + "/" if head else "", name)
+
+    def _walk(self, path: Path, rel: str, name_prefix: str) -> Iterator[ObjectMeta]:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted((e for e in it if e.name.startswith(name_prefix)), key=_sort_key)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing under this prefix (or it vanished meanwhile)
+        for entry in entries:
+            if is_temp(entry.name):
+                continue
+            key = rel + _checked_name(entry)
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), key + "/", "")
+                continue
+            try:
+                st = entry.stat()  # follows a symlink to its file
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield _meta(key, st)
+
+    def head(self, key: str) -> ObjectMeta | None:
+        path = self._path(key)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self._check_bucket()
+            return None
+        return _meta(key, st) if stat.S_ISREG(st.st_mode) else None
+
+    def get(self, key: str, dest: Path) -> ObjectMeta:
+        path = self._path(key)
+        try:
+            src = open(path, "rb")  # noqa: SIM115 - closed below
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            self._check_bucket()
+            raise FileNotFoundError(f"{self._url(key)}: no such object") from None
+        with src:
+            st = os.fstat(src.fileno())  # the version being read, even if replaced meanwhile
+            with open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
+        return _meta(key, st)
+
+    # -- writes ---------------------------------------------------------------
+
+    def put(self, key: str, src: Path) -> ObjectMeta:
+        path = self._path(key)
+        self._check_bucket()
+        tmp = self._write_temp(key, path, src)
+        try:
+            st = _advance_mtime(tmp, path)
+            os.replace(tmp, path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, IsADirectoryError):
+                raise StoreError(f"Cannot store {self._url(key)}: other objects have keys under {key + '/'!r}") from exc
+            raise
+        return _meta(key, st)
+
+    def _write_temp(self, key: str, path: Path, src: Path) -> str:
+        """Copy ``src`` into a flushed temporary file beside ``path``; return its name."""
+        for attempt in range(3):
+            try:
+                prepare_parent(self.root, path)
+            except (FileExistsError, NotADirectoryError) as exc:
+                raise StoreError(f"Cannot store {self._url(key)}: a parent of it is an object") from exc
+            tmp = os.path.join(path.parent, f"{TMP_PREFIX}{secrets.token_hex(8)}")
+            try:
+                out = open(tmp, "xb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                continue  # a concurrent delete removed the empty directory: create it again
+            try:
+                with out, open(src, "rb") as f:
+                    shutil.copyfileobj(f, out, CHUNK)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            return tmp
+        raise AssertionError("unreachable")
+
+    def delete(self, keys: Iterable[str]) -> None:
+        self._check_bucket()
+        for key in keys:
+            path = self._path(key)
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue  # no object at this key
+            self._prune(path.parent)
+
+    def _prune(self, directory: Path) -> None:
+        """Remove ``directory`` and its parents while they are empty, stopping at the bucket."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+
+def _checked_name(entry: os.DirEntry[str]) -> str:
+    try:
+        entry.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError(f"File name is not valid UTF-8 and cannot be a key: {entry.path!r}") from None
+    return entry.name
+
+
+def _advance_mtime(tmp: str, path: Path) -> os.stat_result:
+    """Give ``tmp`` an mtime later than the file it will replace (so the version changes)."""
+    st = os.stat(tmp)
+    try:
+        old = os.stat(path).st_mtime_ns
+    except OSError:
+        return st
+    for step in _MTIME_STEPS_NS:
+        if st.st_mtime_ns > old:
+            break
+        os.utime(tmp, ns=(st.st_atime_ns, old + step))
+        st = os.stat(tmp)
+    return st
