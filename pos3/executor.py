@@ -66,9 +66,9 @@ class _Progress:
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=0, desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024, leave=True)
-        self.bar.total += size
-        self.bar.refresh()
+            self.bar = tqdm(total=size, desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.2)
+        else:
+            self.bar.total += size  # shown at the next update
 
     def done(self, size: int) -> None:
         if self.bar is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import local as fs
 from . import plugins, profiles
-from .executor import SyncError
+from .executor import Summary, SyncError
 from .patterns import Excluder
 from .planner import Direction
 from .profiles import Profile
@@ -300,15 +300,18 @@ class Mirror:
         assert reg.interval is not None
         while not reg.stop.wait(reg.interval):
             try:
-                self._upload_now(reg)
+                summary = self._upload_now(reg, show_progress=False)  # no bars in the middle of the job's output
+                if summary.copied or summary.deleted:
+                    log.info("pos3: background upload of %s: %d copied, %d deleted", reg.root.url, summary.copied, summary.deleted)
             except Exception as exc:  # noqa: BLE001 - retried at the next interval
                 log.warning("pos3: background upload of %s failed (retrying in %ss): %s", reg.root.url, reg.interval, exc)
 
-    def _upload_now(self, reg: Registration) -> None:
+    def _upload_now(self, reg: Registration, show_progress: bool | None = None) -> Summary:
         root = reg.root
         if not root.local.exists():
             raise FileNotFoundError(f"Cannot upload {root.local} to {root.url}: the local path no longer exists")
-        root.sync(Direction.UP, delete=reg.delete_remote, max_workers=self.max_workers, show_progress=self.show_progress)
+        progress = self.show_progress if show_progress is None else show_progress
+        return root.sync(Direction.UP, delete=reg.delete_remote, max_workers=self.max_workers, show_progress=progress)
 
     # -- listing --------------------------------------------------------------
 

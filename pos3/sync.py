@@ -170,13 +170,19 @@ class _Side:
 class _Down(_Side):
     """Remote → local: atomic writes under the root, local deletes."""
 
+    def __init__(self, root: Root) -> None:
+        super().__init__(root)
+        self._dirs: set[Path] = set()  # parents already created and checked in this run
+
     def name(self, action: Action) -> str:
         return str(fs.target(self.root.local, action.rel))
 
     def copy(self, action: Action) -> Record:
         root = self.root
         dest = fs.target(root.local, action.rel)
-        fs.prepare_parent(root.local, dest)
+        if dest.parent not in self._dirs:
+            fs.prepare_parent(root.local, dest)
+            self._dirs.add(dest.parent)
         if dest.is_dir() and not dest.is_symlink():
             raise IsADirectoryError(f"{dest} is a directory locally but a file remotely ({root.key(action.rel)})")
         tmp = fs.temp_beside(dest)
