@@ -302,9 +302,16 @@ class Mirror:
             try:
                 summary = self._upload_now(reg, show_progress=False)  # no bars in the middle of the job's output
                 if summary.copied or summary.deleted:
-                    log.info("pos3: background upload of %s: %d copied, %d deleted", reg.root.url, summary.copied, summary.deleted)
+                    log.info(
+                        "pos3: background upload of %s: %d copied, %d deleted",
+                        reg.root.url,
+                        summary.copied,
+                        summary.deleted,
+                    )
             except Exception as exc:  # noqa: BLE001 - retried at the next interval
-                log.warning("pos3: background upload of %s failed (retrying in %ss): %s", reg.root.url, reg.interval, exc)
+                log.warning(
+                    "pos3: background upload of %s failed (retrying in %ss): %s", reg.root.url, reg.interval, exc
+                )
 
     def _upload_now(self, reg: Registration, show_progress: bool | None = None) -> Summary:
         root = reg.root

@@ -68,6 +68,19 @@ class _Registry:
 _registry = _Registry()
 
 
+def reset_registry() -> None:
+    """Unregister every plugin so that the next lookup reads the entry points again.
+
+    For tests that add or remove plugins at run time (pytest's ``monkeypatch.syspath_prepend``
+    with a fake ``*.dist-info``); do not call it while stores are being looked up.
+    """
+    global _registry
+    with _registry.lock:
+        for name, _plugin in pm.list_name_plugin():
+            pm.unregister(name=name)
+        _registry = _Registry()
+
+
 def schemes() -> dict[str, str]:
     """Every registered URL scheme with the name of the plugin serving it."""
     _registry.load()

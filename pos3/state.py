@@ -65,7 +65,9 @@ class StateDB:
         """Every record sorted by ``rel`` (byte order, like store listings)."""
         conn = self._connect()
         try:
-            cur = conn.execute("SELECT rel, local_size, local_mtime_ns, remote_size, remote_version FROM records ORDER BY rel")
+            cur = conn.execute(
+                "SELECT rel, local_size, local_mtime_ns, remote_size, remote_version FROM records ORDER BY rel"
+            )
             while rows := cur.fetchmany(4096):
                 for row in rows:
                     yield Record(*row)

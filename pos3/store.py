@@ -83,7 +83,6 @@ class ObjectStore(abc.ABC):
         where the service allows. Raises if any key could not be deleted."""
 
 
-
 class Backend(abc.ABC):
     """One service under one profile: one client and one connection pool,
     shared by every bucket and every worker thread."""

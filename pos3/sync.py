@@ -108,7 +108,9 @@ class Root:
             )
             ops = _Down(self) if direction is Direction.DOWN else _Up(self)
             what = f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
-            return execute(actions, ops.operations(), self.state, what=what, max_workers=max_workers, show_progress=show_progress)
+            return execute(
+                actions, ops.operations(), self.state, what=what, max_workers=max_workers, show_progress=show_progress
+            )
 
 
 def _prefetched(it: Iterator[RemoteEntry]) -> Iterator[RemoteEntry]:

@@ -17,7 +17,8 @@ class RemoteURL:
     key: str
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.bucket}/{self.key}"
+        root = "/" if self.scheme == "file" else ""  # file:///mnt/data: the bucket is a top-level directory
+        return f"{self.scheme}://{root}{self.bucket}/{self.key}"
 
     def child(self, rel: str) -> RemoteURL:
         """The URL of ``rel`` below this one (as a directory)."""

@@ -23,7 +23,12 @@ def test_download_options(s3, bucket, cache, tmp_path):
     with pos3.mirror(cache_root=cache, **Q):
         p = pos3.download(f"s3://{bucket}/d", local=local, delete=False, exclude=["*.log", "logs"])
         assert p == local
-        assert local_tree(local) == {"a.csv": b"a", "sub/b.csv": b"b", "mine.txt": b"local only", "keep.log": b"excluded, so kept"}
+        assert local_tree(local) == {
+            "a.csv": b"a",
+            "sub/b.csv": b"b",
+            "mine.txt": b"local only",
+            "keep.log": b"excluded, so kept",
+        }
     with pos3.mirror(cache_root=cache, **Q):
         pos3.download(f"s3://{bucket}/d", local=local, exclude=["*.log", "logs"])
     assert local_tree(local) == {"a.csv": b"a", "sub/b.csv": b"b", "keep.log": b"excluded, so kept"}
@@ -168,14 +173,20 @@ def test_two_profiles_on_two_endpoints(s3, s3_server, bucket, cache, tmp_path):
     put(s3, bucket, {"d/f": b"from first"})
     with seaweedfs(tmp_path / "second") as other:
         c2 = boto3.client(
-            "s3", endpoint_url=other.endpoint, aws_access_key_id=other.access_key,
-            aws_secret_access_key=other.secret_key, region_name="us-east-1",
+            "s3",
+            endpoint_url=other.endpoint,
+            aws_access_key_id=other.access_key,
+            aws_secret_access_key=other.secret_key,
+            region_name="us-east-1",
         )
         c2.create_bucket(Bucket=bucket)
         put(c2, bucket, {"d/f": b"from second"})
         pos3.register_profile(
-            "second", endpoint=other.endpoint, region="us-east-1",
-            access_key_id=other.access_key, secret_access_key=other.secret_key,
+            "second",
+            endpoint=other.endpoint,
+            region="us-east-1",
+            access_key_id=other.access_key,
+            secret_access_key=other.secret_key,
         )
         with pos3.mirror(cache_root=cache, **Q):
             a = pos3.download(f"s3://{bucket}/d")
@@ -193,7 +204,9 @@ def test_two_profiles_on_two_endpoints(s3, s3_server, bucket, cache, tmp_path):
 def test_secrets_stay_out_of_reprs_logs_and_errors(s3_server, bucket, cache, caplog):
     secret = "S3CR3T-never-print-me"
     prof = pos3.Profile(
-        local_name="bad", endpoint=s3_server.endpoint, region="us-east-1",
+        local_name="bad",
+        endpoint=s3_server.endpoint,
+        region="us-east-1",
         options={"access_key_id": s3_server.access_key, "secret_access_key": secret},
     )
     with caplog.at_level(logging.DEBUG, logger="pos3"), pytest.raises(PermissionError) as info:

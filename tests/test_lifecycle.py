@@ -36,23 +36,21 @@ class Boom(Exception):
     ],
 )
 def test_exit_kinds(s3, bucket, cache, raised, uploaded):
-    with pytest.raises(type(raised)) as info:
-        with pos3.mirror(cache_root=cache, show_progress=False):
-            out = pos3.upload(f"s3://{bucket}/out", interval=None)
-            write(out, {"f": b"1"})
-            raise raised
+    with pytest.raises(type(raised)) as info, pos3.mirror(cache_root=cache, show_progress=False):
+        out = pos3.upload(f"s3://{bucket}/out", interval=None)
+        write(out, {"f": b"1"})
+        raise raised
     assert info.value is raised  # the caller sees the original exception
     assert remote_tree(s3, bucket, "out/") == ({"f": b"1"} if uploaded else {})
 
 
 def test_sync_on_error_uploads_and_keeps_the_original_exception(s3, bucket, cache):
-    with pytest.raises(Boom, match="original"):
-        with pos3.mirror(cache_root=cache, show_progress=False):
-            a = pos3.upload(f"s3://{bucket}/a", interval=None, sync_on_error=True)
-            b = pos3.upload(f"s3://{bucket}/b", interval=None)
-            write(a, {"f": b"a"})
-            write(b, {"f": b"b"})
-            raise Boom("original")
+    with pytest.raises(Boom, match="original"), pos3.mirror(cache_root=cache, show_progress=False):
+        a = pos3.upload(f"s3://{bucket}/a", interval=None, sync_on_error=True)
+        b = pos3.upload(f"s3://{bucket}/b", interval=None)
+        write(a, {"f": b"a"})
+        write(b, {"f": b"b"})
+        raise Boom("original")
     assert remote_tree(s3, bucket, "a/") == {"f": b"a"}
     assert remote_tree(s3, bucket, "b/") == {}
 
@@ -87,13 +85,12 @@ def test_background_upload_waits_one_interval_then_repeats(s3, bucket, cache):
 
 def test_failing_background_upload_is_logged_and_retried(s3, cache, caplog):
     name = "pos3-late-bucket"
-    with caplog.at_level(logging.WARNING, logger="pos3"):
-        with pos3.mirror(cache_root=cache, show_progress=False):
-            out = pos3.upload(f"s3://{name}/out", interval=0.2)
-            write(out, {"f": b"1"})
-            poll(lambda: "background upload" in caplog.text and name in caplog.text)
-            s3.create_bucket(Bucket=name)  # the outage ends
-            poll(lambda: remote_tree(s3, name, "out/") == {"f": b"1"})
+    with caplog.at_level(logging.WARNING, logger="pos3"), pos3.mirror(cache_root=cache, show_progress=False):
+        out = pos3.upload(f"s3://{name}/out", interval=0.2)
+        write(out, {"f": b"1"})
+        poll(lambda: "background upload" in caplog.text and name in caplog.text)
+        s3.create_bucket(Bucket=name)  # the outage ends
+        poll(lambda: remote_tree(s3, name, "out/") == {"f": b"1"})
 
 
 def test_final_sync_sees_everything_written_while_background_runs(s3, bucket, cache):
@@ -150,9 +147,8 @@ def test_two_downloads_of_one_remote_to_two_places_are_fine(s3, bucket, cache, t
 
 
 def test_nested_mirrors_are_refused(cache):
-    with pos3.mirror(cache_root=cache, show_progress=False):
-        with pytest.raises(RuntimeError, match="already active"):
-            with pos3.mirror(cache_root=cache):
-                pass
+    with pos3.mirror(cache_root=cache, show_progress=False), pytest.raises(RuntimeError, match="already active"):
+        with pos3.mirror(cache_root=cache):
+            pass
     with pos3.mirror(cache_root=cache, show_progress=False):  # the handle was released
         pass

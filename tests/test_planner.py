@@ -82,7 +82,9 @@ def test_excluded_paths_are_never_touched_on_either_side():
     remote = [R("cache/y"), R("new"), R("y.tmp")]
     for direction in (DOWN, UP):
         actions = kinds(plan(direction, local, remote, [], delete=True, excluded=ex.file))
-        assert actions == ([("delete", "keep"), ("copy", "new")] if direction is DOWN else [("copy", "keep"), ("delete", "new")])
+        assert actions == (
+            [("delete", "keep"), ("copy", "new")] if direction is DOWN else [("copy", "keep"), ("delete", "new")]
+        )
 
 
 def test_merge_uses_plain_string_order_of_full_paths():

@@ -273,9 +273,7 @@ class S3Store(ObjectStore):
             with open(src, "rb") as f:
                 f.seek((number - 1) * part)
                 data = f.read(part)
-            r = self.client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
-            )
+            r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data)
             return {"PartNumber": number, "ETag": r["ETag"]}
 
         try:
