@@ -186,10 +186,12 @@ class Mirror:
             if reg.root.local == path and reg.kind == kind and reg.args == args:
                 return reg, False
             _check_conflict(reg, kind, url, prof, path)
+        state_dir = self.cache_root / STATE_DIR
         identity = f"{url.scheme}|{prof.local_name}|{prof.endpoint}|{url}|{path}|{single}"
-        state = StateDB(state_path(self.cache_root / STATE_DIR, identity))
+        state = StateDB(state_path(state_dir, identity))
         self._states.append(state)
-        root = Root(url, self.store(url, prof), path, single, Excluder(exclude), state)
+        lock = state_path(state_dir, str(path)).with_suffix(".lock")
+        root = Root(url, self.store(url, prof), path, single, Excluder(exclude), state, lock)
         reg = Registration(kind, root, prof, args, **options)
         self._registrations.append(reg)
         return reg, True

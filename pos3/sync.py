@@ -7,12 +7,16 @@ listings → `planner.plan` → `executor.execute` → the store / the local dis
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from filelock import FileLock
 
 from . import local as fs
 from .executor import Operations, Summary, execute
@@ -21,6 +25,11 @@ from .planner import Action, Direction, RemoteEntry, plan
 from .state import Record, StateDB
 from .store import ObjectMeta, ObjectStore
 from .urls import RemoteURL
+
+log = logging.getLogger("pos3")
+
+#: Uploads of a file that keeps changing while it is sent are retried this many times.
+UNSTABLE_RETRIES = 3
 
 
 @dataclass
@@ -37,6 +46,7 @@ class Root:
     single: bool
     exclude: Excluder
     state: StateDB
+    lock_path: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- listings -------------------------------------------------------------
@@ -84,12 +94,15 @@ class Root:
         show_progress: bool,
         missing_ok: bool = False,
     ) -> Summary:
-        """Make the destination match the source; one run at a time per root.
+        """Make the destination match the source.
 
-        A download of a remote with no objects raises `FileNotFoundError`
-        (or, with ``missing_ok``, does nothing) and deletes nothing.
+        One run at a time per root in this process, and per local path across
+        processes (``lock_path``): ranks of one job sharing a cache take turns,
+        and the later ones find the work done. A download of a remote with no
+        objects raises `FileNotFoundError` (or, with ``missing_ok``, does
+        nothing) and deletes nothing.
         """
-        with self.lock:
+        with self.lock, FileLock(self.lock_path) if self.lock_path else contextlib.nullcontext():
             seen = [0]
             remote = self.remote_entries(direction, seen)
             if direction is Direction.DOWN:
@@ -210,10 +223,17 @@ class _Up(_Side):
     def copy(self, action: Action) -> Record:
         root = self.root
         src = fs.target(root.local, action.rel)
-        before = os.stat(src)
-        meta = root.store.put(root.key(action.rel), src)
-        # Record the file as it was before the upload began: if it changed
-        # meanwhile, the next run sees the difference and uploads again.
+        key = root.key(action.rel)
+        for _ in range(UNSTABLE_RETRIES):
+            before = os.stat(src)
+            meta = root.store.put(key, src)
+            after = os.stat(src)
+            if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+                break
+            # Written to while it was sent: the object may be torn, send it again.
+            log.info("pos3: %s changed during its upload; sending it again", src)
+        # Recorded as it was before the last attempt began: if it was still
+        # changing, the next run sees a difference and uploads it again.
         return _record(action.rel, before, meta)
 
     def delete(self, actions: list[Action]) -> None:

@@ -181,3 +181,44 @@ def test_upload_failure_reports_every_path_and_deletes_nothing(s3, bucket, cache
     assert "2 file(s) failed" in msg and f"s3://{bucket}/u/a" in msg and f"s3://{bucket}/u/c" in msg
     assert "injected failure" in msg
     assert remote_tree(s3, bucket, "u/") == {"stale": b"old", "b": b"2"}
+
+
+class WriterDuringPut(FailingPuts):
+    """Simulates the job rewriting a checkpoint while its first upload is in flight."""
+
+    def __init__(self, inner: ObjectStore, local: Path) -> None:
+        super().__init__(inner, set())
+        self.local, self.calls = local, 0
+
+    def put(self, key, src):
+        meta = self.inner.put(key, src)
+        self.calls += 1
+        if self.calls == 1:
+            src.write_bytes(b"the finished checkpoint")
+        return meta
+
+
+def test_a_file_changing_during_its_upload_is_sent_again(s3, bucket, cache, tmp_path):
+    local = tmp_path / "ck"
+    write(local, {"model.pt": b"half-written"})
+    with pos3.mirror(cache_root=cache, show_progress=False) as m:
+        url = parse(f"s3://{bucket}/ck")
+        store = WriterDuringPut(m.store(url, pos3.Profile()), local)
+        root = Root(url, store, local, False, Excluder(None), StateDB(tmp_path / "s.sqlite"))
+        root.sync(Direction.UP, delete=True, max_workers=2, show_progress=False)
+    assert store.calls == 2
+    assert remote_tree(s3, bucket, "ck/") == {"model.pt": b"the finished checkpoint"}
+
+
+def test_processes_sharing_a_cache_take_turns(s3, s3_server, bucket, cache):
+    """Ranks of one job downloading the same dataset into one cache all get a complete copy."""
+    files = {f"ds/{i:03d}.bin": bytes([i % 256]) * 2048 for i in range(200)}
+    put(s3, bucket, files)
+    script = f"import pos3\nwith pos3.mirror(cache_root={str(cache)!r}, show_progress=False):\n"
+    script += f"    print(pos3.download('s3://{bucket}/ds'))\n"
+    env = {**os.environ, **s3_server.env()}
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE) for _ in range(3)]
+    outs = [p.communicate(timeout=120)[0].decode().strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert len(set(outs)) == 1
+    assert local_tree(Path(outs[0])) == {k[3:]: v for k, v in files.items()}
