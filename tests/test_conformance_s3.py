@@ -1,0 +1,67 @@
+"""The store conformance suite against the S3 store, on the session's SeaweedFS server."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+from pos3 import Backend, Profile
+from pos3.plugins import store_spec
+from pos3.testing.conformance import StoreConformance, Target, unique_prefix
+from pos3.testing.servers import S3Server
+
+
+def _profile(server: S3Server, name: str, secret: str) -> Profile:
+    return Profile(
+        local_name=name,
+        endpoint=server.endpoint,
+        region="us-east-1",
+        options={"access_key_id": server.access_key, "secret_access_key": secret},
+    )
+
+
+@pytest.fixture(scope="module")
+def s3_profile(s3_server: S3Server) -> Profile:
+    return _profile(s3_server, "conformance", s3_server.secret_key)
+
+
+@pytest.fixture(scope="module")
+def s3_backends(s3_server: S3Server, s3_profile: Profile) -> Iterator[tuple[Backend, Backend]]:
+    """A backend with the server's credentials, and one whose secret is wrong."""
+    good = store_spec("s3").connect(s3_profile, 8)
+    denied = store_spec("s3").connect(_profile(s3_server, "denied", "not-the-secret"), 8)
+    yield good, denied
+    good.close()
+    denied.close()
+
+
+@pytest.fixture(scope="module")
+def conformance_bucket(s3_server: S3Server) -> str:
+    """One bucket for the module; each test works under its own prefix."""
+    name = f"conformance-{secrets.token_hex(4)}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
+    return name
+
+
+class TestS3Conformance(StoreConformance):
+    @pytest.fixture
+    def conformance_target(self, s3_backends, s3_profile: Profile, conformance_bucket: str) -> Target:
+        good, denied = s3_backends
+        prefix = unique_prefix()
+        return Target(
+            url=f"s3://{conformance_bucket}/{prefix}",
+            store=good.store(conformance_bucket),
+            prefix=prefix,
+            missing_store=good.store(f"pos3-missing-{secrets.token_hex(4)}"),
+            profile=s3_profile,
+            denied_store=denied.store(conformance_bucket),
+        )
