@@ -111,7 +111,8 @@ def target(root: Path, rel: str) -> Path:
 
 def temp_beside(path: Path) -> Path:
     """A fresh temporary name in the same directory as ``path`` (same filesystem, so rename is atomic)."""
-    return path.with_name(f"{TMP_PREFIX}{path.name[:100]}.{secrets.token_hex(4)}")
+    stem = path.name.encode("utf-8", "surrogateescape")[:100].decode("utf-8", "ignore")  # fits NAME_MAX
+    return path.with_name(f"{TMP_PREFIX}{stem}.{secrets.token_hex(4)}")
 
 
 def prepare_parent(root: Path, path: Path) -> None:

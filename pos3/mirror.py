@@ -156,11 +156,14 @@ class Mirror:
             return self._stores[skey]
 
     def cache_path(self, url: RemoteURL, profile: Profile) -> Path:
-        """``cache_root / <profile local_name> / <bucket> / <key>``."""
+        """``cache_root / <profile local_name> / <bucket> / <key>`` for ``s3://``;
+        other schemes use ``<local_name>.<scheme>`` so that ``gs://data`` and
+        ``s3://data`` never share a directory."""
         key = url.key.rstrip("/")
         if key:
             fs.check_rel(key, url.key)
-        return fs.target(self.cache_root / profile.local_name / url.bucket, key)
+        top = profile.local_name if url.scheme == "s3" else f"{profile.local_name}.{url.scheme}"
+        return fs.target(self.cache_root / top / url.bucket, key)
 
     def _resolve(
         self, remote: str, local: str | os.PathLike[str] | None, profile: str | Profile | None
@@ -330,7 +333,6 @@ class Mirror:
         url = parse(str(prefix))
         prof = profiles.resolve(profile, self.default_profile)
         store = self.store(url, prof)
-        base = f"{url.scheme}://{url.bucket}/"
         dir_prefix = url.dir_prefix
         out: list[str] = []
         for meta in store.list(dir_prefix):
@@ -338,13 +340,13 @@ class Mirror:
             if not rel or fs.is_temp(rel.rsplit("/", 1)[-1]):
                 continue
             if not recursive and "/" in rel:
-                child = base + dir_prefix + rel.split("/", 1)[0] + "/"
+                child = str(url.with_key(dir_prefix + rel.split("/", 1)[0] + "/"))
                 if not out or out[-1] != child:
                     out.append(child)
                 continue
             if rel.endswith("/"):
                 continue
-            out.append(base + meta.key)
+            out.append(str(url.with_key(meta.key)))
         if not out and url.key and not url.key.endswith("/") and store.head(url.key) is not None:
             out.append(str(url))
         return out

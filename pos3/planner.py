@@ -72,7 +72,9 @@ def plan(
     """Yield the actions that make the destination of ``direction`` match its source.
 
     Every input must be sorted by ``rel`` with no duplicates; a stream out of
-    order raises `ValueError` rather than risk a wrong delete.
+    order raises `UnsortedListing` rather than risk a wrong delete. Actions
+    yielded before that point are copies of the right content or deletes,
+    which the executor only runs once the whole plan has been read.
     """
     for rel, loc, rem, rec in _merge(local, remote, records):
         if excluded(rel):
@@ -126,10 +128,18 @@ def _merge(
         yield rel, row[0], row[1], row[2]
 
 
+class UnsortedListing(ValueError):
+    """An input stream was not strictly sorted; ``stream`` names it ("local", "remote" or "records")."""
+
+    def __init__(self, stream: str, rel: str, prev: str) -> None:
+        self.stream = stream
+        super().__init__(f"The {stream} listing is not strictly sorted: {rel!r} came after {prev!r}")
+
+
 def _checked(items: Iterable, name: str) -> Iterator:
     prev: str | None = None
     for item in items:
         if prev is not None and item.rel <= prev:
-            raise ValueError(f"The {name} listing is not strictly sorted: {item.rel!r} came after {prev!r}")
+            raise UnsortedListing(name, item.rel, prev)
         prev = item.rel
         yield item

@@ -50,7 +50,7 @@ class _Registry:
             self.loaded = True
 
     def _collect(self) -> None:
-        for impl in reversed(pm.hook.pos3_register_stores.get_hookimpls()):  # registration order
+        for impl in pm.hook.pos3_register_stores.get_hookimpls():  # registration order
             specs: list[StoreSpec] = []
             try:
                 impl.function(register=specs.append)
@@ -84,7 +84,7 @@ def reset_registry() -> None:
 def schemes() -> dict[str, str]:
     """Every registered URL scheme with the name of the plugin serving it."""
     _registry.load()
-    return {scheme: name for scheme, (name, _) in _registry.specs.items()}
+    return {s: name for s, (name, _) in _registry.specs.items() if s not in _registry.conflicts}
 
 
 def store_spec(scheme: str) -> StoreSpec:

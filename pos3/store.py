@@ -49,8 +49,10 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def list(self, prefix: str) -> Iterator[ObjectMeta]:
-        """Yield every object whose key starts with ``prefix``, in ascending
-        UTF-8 byte order of keys, page by page as the server answers.
+        """Yield every object whose key starts with ``prefix``, page by page as
+        the server answers, in ascending UTF-8 byte order of keys where the
+        service provides it (the sync engine detects any other order and then
+        sorts the listing in memory).
 
         The stream is complete: a page the server marks as the last is not
         trusted when it could have been cut short. A missing bucket raises

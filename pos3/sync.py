@@ -21,7 +21,7 @@ from filelock import FileLock
 from . import local as fs
 from .executor import Operations, Summary, execute
 from .patterns import Excluder
-from .planner import Action, Direction, RemoteEntry, plan
+from .planner import Action, Direction, RemoteEntry, UnsortedListing, plan
 from .state import Record, StateDB
 from .store import ObjectMeta, ObjectStore
 from .urls import RemoteURL
@@ -48,6 +48,8 @@ class Root:
     state: StateDB
     lock_path: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Set once the store was seen listing out of byte order: later runs sort first.
+    sort_remote: bool = False
 
     # -- listings -------------------------------------------------------------
 
@@ -103,27 +105,44 @@ class Root:
         nothing) and deletes nothing.
         """
         with self.lock, FileLock(self.lock_path) if self.lock_path else contextlib.nullcontext():
-            seen = [0]
-            remote = self.remote_entries(direction, seen)
-            if direction is Direction.DOWN:
-                remote = _prefetched(remote)  # learn whether the remote exists before planning
-                if seen[0] == 0:
-                    if missing_ok:
-                        return Summary()
-                    raise FileNotFoundError(f"No such remote: {self.url} (no object or prefix of that name)")
-            actions = plan(
-                direction,
-                self.local_entries(direction),
-                remote,
-                self.state.records(),
-                delete=delete,
-                excluded=self.exclude.file if not self.single else (lambda rel: False),
-            )
-            ops = _Down(self) if direction is Direction.DOWN else _Up(self)
-            what = f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
-            return execute(
-                actions, ops.operations(), self.state, what=what, max_workers=max_workers, show_progress=show_progress
-            )
+            try:
+                return self._run(direction, delete, max_workers, show_progress, missing_ok)
+            except UnsortedListing as exc:
+                if exc.stream != "remote" or self.sort_remote:
+                    raise
+                # Some servers (SeaweedFS) list a directory's objects before its
+                # siblings that sort earlier ("a/b" before "a-b"). Nothing was
+                # deleted; what was copied is recorded. Plan again from a sorted copy.
+                log.info("pos3: %s is not listed in byte order; sorting its listing in memory", self.url)
+                self.sort_remote = True
+                return self._run(direction, delete, max_workers, show_progress, missing_ok)
+
+    def _run(
+        self, direction: Direction, delete: bool, max_workers: int, show_progress: bool, missing_ok: bool
+    ) -> Summary:
+        seen = [0]
+        remote = self.remote_entries(direction, seen)
+        if self.sort_remote:
+            remote = iter(sorted(remote, key=lambda e: e.rel))
+        if direction is Direction.DOWN:
+            remote = _prefetched(remote)  # learn whether the remote exists before planning
+            if seen[0] == 0:
+                if missing_ok:
+                    return Summary()
+                raise FileNotFoundError(f"No such remote: {self.url} (no object or prefix of that name)")
+        actions = plan(
+            direction,
+            self.local_entries(direction),
+            remote,
+            self.state.records(),
+            delete=delete,
+            excluded=self.exclude.file if not self.single else (lambda rel: False),
+        )
+        ops = _Down(self) if direction is Direction.DOWN else _Up(self)
+        what = f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
+        return execute(
+            actions, ops.operations(), self.state, what=what, max_workers=max_workers, show_progress=show_progress
+        )
 
 
 def _prefetched(it: Iterator[RemoteEntry]) -> Iterator[RemoteEntry]:
@@ -218,7 +237,7 @@ class _Up(_Side):
     """Local → remote: whole-object puts, batched remote deletes."""
 
     def name(self, action: Action) -> str:
-        return f"{self.root.url.scheme}://{self.root.url.bucket}/{self.root.key(action.rel)}"
+        return str(self.root.url.with_key(self.root.key(action.rel)))
 
     def copy(self, action: Action) -> Record:
         root = self.root

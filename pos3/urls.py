@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -15,14 +16,15 @@ class RemoteURL:
     scheme: str
     bucket: str
     key: str
+    #: Written with an empty authority (``file:///mnt/data``): the bucket is the first path segment.
+    rooted: bool = False
 
     def __str__(self) -> str:
-        root = "/" if self.scheme == "file" else ""  # file:///mnt/data: the bucket is a top-level directory
-        return f"{self.scheme}://{root}{self.bucket}/{self.key}"
+        return f"{self.scheme}://{'/' if self.rooted else ''}{self.bucket}/{self.key}"
 
-    def child(self, rel: str) -> RemoteURL:
-        """The URL of ``rel`` below this one (as a directory)."""
-        return RemoteURL(self.scheme, self.bucket, self.dir_prefix + rel)
+    def with_key(self, key: str) -> RemoteURL:
+        """The URL of another key in the same bucket."""
+        return dataclasses.replace(self, key=key)
 
     @property
     def dir_prefix(self) -> str:
@@ -42,9 +44,10 @@ def parse(url: str) -> RemoteURL:
         raise ValueError(f"Not a remote URL (expected scheme://bucket/key): {url!r}")
     scheme = m.group(1).lower()
     rest = url[m.end() :]
-    if rest.startswith("/") and not rest.startswith("//"):
+    rooted = rest.startswith("/") and not rest.startswith("//")
+    if rooted:
         rest = rest[1:]  # an empty authority (file:///mnt/data): the first path segment is the bucket
     bucket, _, key = rest.partition("/")
     if not bucket or any(c.isspace() for c in bucket):
         raise ValueError(f"Remote URL has no valid bucket: {url!r}")
-    return RemoteURL(scheme, bucket, key)
+    return RemoteURL(scheme, bucket, key, rooted)

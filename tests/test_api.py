@@ -222,3 +222,14 @@ def test_secrets_stay_out_of_reprs_logs_and_errors(s3_server, bucket, cache, cap
 def test_unknown_scheme_names_the_available_ones(cache):
     with pos3.mirror(cache_root=cache, **Q), pytest.raises(RuntimeError, match=r"nope://.*s3://"):
         pos3.download("nope://bucket/key")
+
+
+def test_each_scheme_has_its_own_cache_directory(cache, tmp_path):
+    shared = tmp_path / "nfs" / "data"
+    write(shared, {"f": b"on the share"})
+    url = f"file://{shared}"
+    with pos3.mirror(cache_root=cache, **Q):
+        p = pos3.download(url)
+        assert p == cache / "_.file" / shared.relative_to("/")
+        assert local_tree(p) == {"f": b"on the share"}
+        assert pos3.ls(url) == [f"file://{shared}/f"]

@@ -43,7 +43,7 @@ def test_url_maps_the_first_path_segment_to_the_bucket() -> None:
     url = parse("file:///mnt/nfs/data")
     assert (url.scheme, url.bucket, url.key) == ("file", "mnt", "nfs/data")
     assert str(url) == "file:///mnt/nfs/data"
-    assert str(url.child("x/y.txt")) == "file:///mnt/nfs/data/x/y.txt"
+    assert str(url.with_key("nfs/data/x/y.txt")) == "file:///mnt/nfs/data/x/y.txt"
     assert str(parse("file:///mnt")) == "file:///mnt/"
     assert str(parse("s3://bucket/key")) == "s3://bucket/key"
 
@@ -169,5 +169,5 @@ def test_download_and_upload_through_file_urls(root: Path, tmp_path: Path) -> No
     assert (root / "data/sub/f.txt").read_text() == "hello"
     with pos3.mirror(cache_root=tmp_path / "cache2", show_progress=False):
         path = pos3.download(url)
-    assert path == tmp_path / "cache2" / "_" / parse(url).bucket / parse(url).key.rstrip("/")
+    assert path == tmp_path / "cache2" / "_.file" / parse(url).bucket / parse(url).key.rstrip("/")
     assert (path / "sub/f.txt").read_text() == "hello"
