@@ -1,0 +1,342 @@
+"""The Azure Blob Storage store (azure-storage-blob) for ``az://container/key`` URLs.
+
+Install with ``pip install pos3[azure]`` (azure-storage-blob and azure-identity).
+With no profile settings the SDK's standard configuration is honoured:
+``AZURE_STORAGE_CONNECTION_STRING`` when set, else nothing is guessed and the
+profile must name the account.
+
+Profile fields: ``endpoint`` is the account URL
+(``https://ACCOUNT.blob.core.windows.net``, or ``http://127.0.0.1:10000/devstoreaccount1``
+for Azurite); ``public=True`` sends no credential (anonymous reads of a public
+container); ``region`` is unused. Profile options:
+
+* ``connection_string``: a full connection string (account URL and credential);
+* ``account_name``: the account (its URL is ``https://NAME.blob.core.windows.net``
+  unless ``endpoint`` says otherwise);
+* ``account_key``: a shared key for the account;
+* ``sas_token``: a shared access signature;
+* ``credential``: any credential object azure-storage-blob accepts
+  (for example an ``azure.identity`` credential);
+* ``page_size``: blobs per list request (default 5000, the service's maximum).
+
+An account URL without ``account_key``, ``sas_token`` or ``credential`` is
+used with ``azure.identity.DefaultAzureCredential`` (environment, workload or
+managed identity, Azure CLI login ...).
+
+Guarantees beyond `pos3.store.ObjectStore`: ``version`` is the blob's ETag and
+``md5`` its Content-MD5, which every upload sets from the file; uploads are one
+Put Blob up to 64 MiB and staged blocks committed in one Put Block List above,
+so no partial blob is ever visible; downloads of large blobs fetch ranges in
+parallel pinned to the first response's ETag; deletes go in batches of 256
+(an account without batch support, such as one with a hierarchical
+namespace, falls back to concurrent single deletes). Transient errors are
+retried with exponential back-off (about a minute in all).
+
+Listings come out in UTF-8 byte order, as the sync engine prefers: the
+service documents only "alphabetical order", and Azurite sorts by UTF-16 code
+unit, which differs for keys with characters above U+FFFF; such keys are held
+back just until every key that sorts before them has been listed (every other
+key streams straight through). A listing in any other order is passed on as
+it comes, for the sync engine to detect and sort.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pos3.hookspecs import StoreSpec, hookimpl
+from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError
+
+from ._common import MiB, b64_to_hex, file_md5, run_all, undeleted, utf8_order, widen_pool
+
+if TYPE_CHECKING:
+    from pos3.profiles import Profile
+
+INSTALL = "pip install pos3[azure]"
+LIST_PAGE = 5000
+#: The Blob Batch API accepts at most this many sub-requests.
+BATCH = 256
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+OPTIONS = {"connection_string", "account_name", "account_key", "sas_token", "credential", "page_size"}
+CREDENTIAL_OPTIONS = ("connection_string", "account_key", "sas_token", "credential")
+
+
+@hookimpl
+def pos3_register_stores(register) -> None:
+    register(StoreSpec(scheme="az", connect=AzureBackend, extra="azure"))
+
+
+def _sdk() -> Any:
+    try:
+        return importlib.import_module("azure.storage.blob")
+    except ImportError as exc:
+        raise ImportError(f"az:// URLs need azure-storage-blob: {INSTALL}") from exc
+
+
+def _status(exc: Exception) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status
+
+
+def _map_error(exc: Exception, what: str) -> Exception:
+    """Translate an azure-core error into FileNotFoundError / PermissionError / StoreError."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    code = str(getattr(exc, "error_code", None) or "")
+    status = _status(exc)
+    reason = code or type(exc).__name__
+    if status == 404 or code.endswith("NotFound"):
+        return FileNotFoundError(f"{what}: not found ({reason})")
+    if status in (401, 403) or isinstance(exc, ClientAuthenticationError):
+        return PermissionError(f"{what}: access denied ({reason})")
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    return StoreError(f"{what}: {reason}: {message}")
+
+
+def _container_missing(exc: Exception) -> bool:
+    return "ContainerNotFound" in str(getattr(exc, "error_code", None) or "")
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') or None if value else None
+
+
+def _meta(key: str, props: Any) -> ObjectMeta:
+    modified = props.last_modified
+    return ObjectMeta(
+        key,
+        int(props.size or 0),
+        _etag(props.etag),
+        modified.timestamp() if modified is not None else None,
+        b64_to_hex(props.content_settings.content_md5 if props.content_settings else None),
+    )
+
+
+class AzureBackend(Backend):
+    """One `BlobServiceClient` per profile over one requests session, pooled for every worker."""
+
+    def __init__(self, profile: Profile, max_workers: int) -> None:
+        blob = _sdk()
+        import requests
+        from azure.core.pipeline.transport import RequestsTransport
+
+        opts = dict(profile.options)
+        unknown = set(opts) - OPTIONS
+        if unknown:
+            raise ValueError(f"Unknown Azure profile options: {', '.join(sorted(unknown))}")
+        self.page_size = int(opts.pop("page_size", LIST_PAGE))
+        self.max_workers = max_workers
+        self.batch_ok = True
+        self._batch_lock = threading.Lock()
+        self.session = requests.Session()
+        widen_pool(self.session, max(10, 2 * max_workers))
+        config: dict[str, Any] = {
+            "transport": RequestsTransport(session=self.session, session_owner=False),
+            "retry_policy": blob.ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=6),
+            "connection_timeout": 20,
+            "read_timeout": 120,
+            "max_block_size": 8 * MiB,
+            "max_chunk_get_size": 8 * MiB,
+        }
+        self.client = _service_client(blob, profile, opts, config)
+
+    def store(self, bucket: str) -> AzureStore:
+        return AzureStore(self, bucket)
+
+    def close(self) -> None:
+        self.client.close()
+        self.session.close()
+
+
+def _service_client(blob: Any, profile: Profile, opts: dict[str, Any], config: dict[str, Any]) -> Any:
+    """The `BlobServiceClient` the profile describes (see the module docstring for the rules)."""
+    conn = opts.get("connection_string")
+    url = profile.endpoint or _account_url(opts.get("account_name"))
+    if conn is None and url is None and not any(k in opts for k in CREDENTIAL_OPTIONS):
+        conn = os.environ.get(CONNECTION_STRING_ENV)  # the SDK's standard configuration
+    if conn is not None and profile.endpoint is not None:
+        raise ValueError("An Azure profile takes either endpoint or connection_string, not both")
+    if conn is not None and profile.public:
+        url = _connection_string_url(conn)
+    elif conn is not None:
+        return blob.BlobServiceClient.from_connection_string(conn, **config)
+    if url is None:
+        raise ValueError(
+            "No Azure account configured: set AZURE_STORAGE_CONNECTION_STRING, or give the profile "
+            "endpoint='https://ACCOUNT.blob.core.windows.net' (or account_name=...)"
+        )
+    return blob.BlobServiceClient(url, credential=_credential(blob, profile, opts), **config)
+
+
+def _account_url(name: str | None) -> str | None:
+    return f"https://{name}.blob.core.windows.net" if name else None
+
+
+def _connection_string_url(conn: str) -> str:
+    """The blob account URL a connection string names (for anonymous access through it)."""
+    parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+    if "BlobEndpoint" in parts:
+        return parts["BlobEndpoint"].rstrip("/")
+    if "AccountName" not in parts:
+        raise ValueError("The Azure connection string names neither BlobEndpoint nor AccountName")
+    scheme = parts.get("DefaultEndpointsProtocol", "https")
+    return f"{scheme}://{parts['AccountName']}.blob.{parts.get('EndpointSuffix', 'core.windows.net')}"
+
+
+def _credential(blob: Any, profile: Profile, opts: dict[str, Any]) -> Any:
+    if profile.public:
+        return None
+    if "credential" in opts:
+        return opts["credential"]
+    if "account_key" in opts:
+        if "account_name" in opts:
+            from azure.core.credentials import AzureNamedKeyCredential
+
+            return AzureNamedKeyCredential(opts["account_name"], opts["account_key"])
+        return opts["account_key"]  # the SDK takes the account name from the URL
+    if "sas_token" in opts:
+        from azure.core.credentials import AzureSasCredential
+
+        return AzureSasCredential(str(opts["sas_token"]).lstrip("?"))
+    return _default_credential()
+
+
+def _default_credential() -> Any:
+    """``DefaultAzureCredential``, checked once now: without any usable identity every
+    request would otherwise be retried for a minute before failing."""
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError as exc:
+        raise ImportError(f"Azure account URLs without a key need azure-identity: {INSTALL}") from exc
+    from azure.core.exceptions import ClientAuthenticationError
+
+    credential = DefaultAzureCredential()
+    try:
+        credential.get_token(STORAGE_SCOPE)
+    except ClientAuthenticationError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PermissionError(
+            f"No usable Azure credential for the account URL ({first}); log in (az login), set "
+            "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, or give the profile account_key or sas_token"
+        ) from exc
+    return credential
+
+
+class AzureStore(ObjectStore):
+    delete_batch_size = BATCH
+
+    def __init__(self, backend: AzureBackend, container: str) -> None:
+        self.backend = backend
+        self.container = backend.client.get_container_client(container)
+        self.name = container
+
+    def _url(self, key: str) -> str:
+        return f"az://{self.name}/{key}"
+
+    def list(self, prefix: str) -> Iterator[ObjectMeta]:
+        return utf8_order(self._list(prefix))
+
+    def _list(self, prefix: str) -> Iterator[ObjectMeta]:
+        try:
+            pages = self.container.list_blobs(
+                name_starts_with=prefix or None, results_per_page=self.backend.page_size
+            ).by_page()
+            for page in pages:
+                for props in page:
+                    yield _meta(props.name, props)
+        except Exception as exc:
+            raise _map_error(exc, f"Listing {self._url(prefix)}") from exc
+
+    def head(self, key: str) -> ObjectMeta | None:
+        try:
+            props = self.container.get_blob_client(key).get_blob_properties()
+        except Exception as exc:
+            err = _map_error(exc, f"Reading {self._url(key)}")
+            if isinstance(err, FileNotFoundError) and not _container_missing(exc):
+                return None  # a missing key is an answer; a missing container is an error
+            raise err from exc
+        return _meta(key, props)
+
+    def get(self, key: str, dest: Path) -> ObjectMeta:
+        try:
+            with open(dest, "wb") as f:
+                stream = self.container.get_blob_client(key).download_blob(max_concurrency=self._concurrency)
+                stream.readinto(f)
+        except OSError:
+            raise
+        except Exception as exc:
+            raise _map_error(exc, f"Downloading {self._url(key)}") from exc
+        return _meta(key, stream.properties)
+
+    def put(self, key: str, src: Path) -> ObjectMeta:
+        from azure.storage.blob import ContentSettings
+
+        try:
+            size = os.stat(src).st_size
+            settings = ContentSettings(content_type="application/octet-stream", content_md5=file_md5(src))
+            with open(src, "rb") as f:
+                r = self.container.get_blob_client(key).upload_blob(
+                    f,
+                    length=size,
+                    overwrite=True,
+                    content_settings=settings,
+                    validate_content=True,
+                    max_concurrency=self._concurrency,
+                )
+        except OSError:
+            raise
+        except Exception as exc:
+            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+        modified = r.get("last_modified")
+        mtime = modified.timestamp() if modified is not None else None
+        return ObjectMeta(key, size, _etag(r.get("etag")), mtime, settings.content_md5.hex())
+
+    @property
+    def _concurrency(self) -> int:
+        return max(1, min(8, self.backend.max_workers))
+
+    def delete(self, keys: Iterable[str]) -> None:
+        batch: list[str] = []
+        for key in keys:
+            batch.append(key)
+            if len(batch) == BATCH:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, keys: list[str]) -> None:
+        left = self._try_batch(keys) if self.backend.batch_ok and len(keys) > 1 else keys
+        run_all(self._delete_one, left, self.backend.max_workers)
+
+    def _try_batch(self, keys: list[str]) -> list[str]:
+        """One Blob Batch request; return the keys to delete one by one (failed or never sent)."""
+        try:
+            responses = list(self.container.delete_blobs(*keys, raise_on_any_failure=False))
+        except Exception as exc:
+            err = _map_error(exc, f"Deleting {len(keys)} blobs from az://{self.name}")
+            if isinstance(err, PermissionError):
+                raise err from exc
+            with self.backend._batch_lock:
+                self.backend.batch_ok = False  # e.g. hierarchical-namespace accounts
+            return keys
+        if len(responses) != len(keys):
+            return keys
+        return undeleted(keys, [r.status_code for r in responses])
+
+    def _delete_one(self, key: str) -> None:
+        try:
+            self.container.delete_blob(key)
+        except Exception as exc:
+            err = _map_error(exc, f"Deleting {self._url(key)}")
+            if isinstance(err, FileNotFoundError):
+                return  # already gone
+            raise err from exc

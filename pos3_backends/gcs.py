@@ -1,0 +1,272 @@
+"""The Google Cloud Storage store (google-cloud-storage) for ``gs://bucket/key`` URLs.
+
+Install with ``pip install pos3[gcs]``. With no profile settings the SDK's
+standard configuration is honoured unchanged: ``GOOGLE_APPLICATION_CREDENTIALS``
+(or any other Application Default Credentials), ``GOOGLE_CLOUD_PROJECT`` and
+``STORAGE_EMULATOR_HOST`` (an emulator, used with anonymous credentials).
+
+Profile fields: ``endpoint`` is the JSON API endpoint (``client_options.api_endpoint``);
+``public=True`` sends no credentials (`AnonymousCredentials`), for public
+buckets and for emulators reached through ``endpoint``; ``region`` is unused.
+Profile options:
+
+* ``project``: the project id (billing and defaults; not needed for objects);
+* ``credentials_file``: a service-account or other credentials JSON file,
+  used instead of Application Default Credentials;
+* ``page_size``: objects per list request (default 1000, the service's maximum).
+
+Guarantees beyond `pos3.store.ObjectStore`: ``version`` is the object's
+generation and ``md5`` its ``md5Hash`` (absent for composite objects);
+uploads are single requests up to 8 MiB and resumable uploads above, both
+checked against the file's MD5, so no partial object is ever visible;
+transient errors are retried with the SDK's ``DEFAULT_RETRY`` (uploads
+included). Deletes go in JSON batch requests of 100; a service without batch
+support (fake-gcs-server) is detected on first use and served by concurrent
+single deletes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pos3.hookspecs import StoreSpec, hookimpl
+from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError
+
+from ._common import b64_to_hex, run_all, undeleted, widen_pool
+
+if TYPE_CHECKING:
+    from pos3.profiles import Profile
+
+INSTALL = "pip install pos3[gcs]"
+#: The JSON API returns at most this many objects a page.
+LIST_PAGE = 1000
+#: The JSON API accepts at most this many calls in one batch request.
+BATCH = 100
+LIST_FIELDS = "items(name,size,generation,md5Hash,updated),nextPageToken"
+OPTIONS = {"project", "credentials_file", "page_size"}
+
+
+@hookimpl
+def pos3_register_stores(register) -> None:
+    register(StoreSpec(scheme="gs", connect=GCSBackend, extra="gcs"))
+
+
+def _sdk() -> Any:
+    try:
+        return importlib.import_module("google.cloud.storage")
+    except ImportError as exc:
+        raise ImportError(f"gs:// URLs need google-cloud-storage: {INSTALL}") from exc
+
+
+def _map_error(exc: Exception, what: str) -> Exception:
+    """Translate a google-cloud-storage error into FileNotFoundError / PermissionError / StoreError."""
+    from google.auth.exceptions import DefaultCredentialsError, RefreshError
+
+    if isinstance(exc, (DefaultCredentialsError, RefreshError)):
+        return PermissionError(f"{what}: no usable Google credentials ({exc})")
+    status = getattr(exc, "code", None)
+    if not isinstance(status, int):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    message = getattr(exc, "message", None) or str(exc)
+    if status == 404:
+        return FileNotFoundError(f"{what}: not found ({message})")
+    if status in (401, 403):
+        return PermissionError(f"{what}: access denied ({message})")
+    return StoreError(f"{what}: {type(exc).__name__}: {message}")
+
+
+def _bucket_missing(exc: Exception) -> bool:
+    """True when a 404 names the bucket rather than the object (real GCS says so; emulators may not)."""
+    return "bucket does not exist" in str(exc).lower()
+
+
+def _meta(blob: Any, key: str | None = None) -> ObjectMeta:
+    updated = blob.updated
+    return ObjectMeta(
+        key if key is not None else blob.name,
+        int(blob.size or 0),
+        str(blob.generation) if blob.generation is not None else None,
+        updated.timestamp() if updated is not None else None,
+        b64_to_hex(blob.md5_hash),
+    )
+
+
+class GCSBackend(Backend):
+    """One `google.cloud.storage.Client` per profile, with a pool wide enough for every worker."""
+
+    def __init__(self, profile: Profile, max_workers: int) -> None:
+        storage = _sdk()
+        opts = dict(profile.options)
+        unknown = set(opts) - OPTIONS
+        if unknown:
+            raise ValueError(f"Unknown GCS profile options: {', '.join(sorted(unknown))}")
+        self.page_size = int(opts.get("page_size", LIST_PAGE))
+        self.max_workers = max_workers
+        self.batch_ok = True  # cleared when the service turns out not to support batch requests
+        self._batch_lock = threading.Lock()
+        kwargs = self._client_kwargs(profile, opts)
+        try:
+            self.client = storage.Client(**kwargs)
+        except Exception as exc:
+            raise _map_error(exc, "Connecting to Google Cloud Storage") from exc
+        http = self.client._http  # the client's requests session (created on first access)
+        if not getattr(http, "is_mtls", False):
+            widen_pool(http, max(10, 2 * max_workers))
+
+    @staticmethod
+    def _client_kwargs(profile: Profile, opts: dict[str, Any]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if "project" in opts:
+            kwargs["project"] = opts["project"]
+        if profile.endpoint:
+            kwargs["client_options"] = {"api_endpoint": profile.endpoint}
+        if profile.public:
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["credentials"] = AnonymousCredentials()
+            kwargs.setdefault("project", "<none>")
+        elif "credentials_file" in opts:
+            import google.auth
+
+            creds, project = google.auth.load_credentials_from_file(str(opts["credentials_file"]))
+            kwargs["credentials"] = creds
+            if project:
+                kwargs.setdefault("project", project)
+        return kwargs
+
+    def store(self, bucket: str) -> GCSStore:
+        return GCSStore(self, bucket)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class GCSStore(ObjectStore):
+    delete_batch_size = BATCH
+
+    def __init__(self, backend: GCSBackend, bucket: str) -> None:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        self.backend = backend
+        self.client = backend.client
+        self.bucket = backend.client.bucket(bucket)
+        self.retry = DEFAULT_RETRY
+
+    def _url(self, key: str) -> str:
+        return f"gs://{self.bucket.name}/{key}"
+
+    # -- listing --------------------------------------------------------------
+
+    def list(self, prefix: str) -> Iterator[ObjectMeta]:
+        """Page through the listing (the JSON API lists in UTF-8 byte order);
+        a full last page is re-checked once from its last key."""
+        size = self.backend.page_size
+        start: str | None = None
+        last: str | None = None
+        while True:
+            full = False
+            try:
+                it = self.client.list_blobs(
+                    self.bucket, prefix=prefix or None, page_size=size, start_offset=start, fields=LIST_FIELDS
+                )
+                for page in it.pages:
+                    n = 0
+                    for blob in page:
+                        n += 1
+                        if last is not None and start is not None and blob.name <= last:
+                            continue  # start_offset is inclusive
+                        last = blob.name
+                        yield _meta(blob)
+                    full = n >= size
+            except Exception as exc:
+                raise _map_error(exc, f"Listing {self._url(prefix)}") from exc
+            if not full or last is None or start == last:
+                return
+            start = last  # some servers end early on a full page: ask once more after it
+
+    def head(self, key: str) -> ObjectMeta | None:
+        blob = self.bucket.blob(key)
+        try:
+            blob.reload(retry=self.retry)
+        except Exception as exc:
+            err = _map_error(exc, f"Reading {self._url(key)}")
+            if isinstance(err, FileNotFoundError) and not _bucket_missing(exc):
+                return None  # a missing key is an answer; a missing bucket is an error
+            raise err from exc
+        return _meta(blob, key)
+
+    # -- transfers ------------------------------------------------------------
+
+    def get(self, key: str, dest: Path) -> ObjectMeta:
+        """Stream the object to ``dest`` as stored (no transcoding), checked against its hash.
+
+        A retry resumes from the bytes received, pinned to the first
+        response's generation; ``mtime`` is not reported.
+        """
+        blob = self.bucket.blob(key)
+        try:
+            with open(dest, "wb") as f:
+                blob.download_to_file(f, raw_download=True, retry=self.retry)
+                size = f.tell()
+        except OSError:
+            raise
+        except Exception as exc:
+            raise _map_error(exc, f"Downloading {self._url(key)}") from exc
+        gen = blob.generation
+        return ObjectMeta(key, size, str(gen) if gen is not None else None, None, b64_to_hex(blob.md5_hash))
+
+    def put(self, key: str, src: Path) -> ObjectMeta:
+        blob = self.bucket.blob(key)
+        try:
+            blob.upload_from_filename(str(src), checksum="md5", retry=self.retry)
+        except OSError:
+            raise
+        except Exception as exc:
+            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+        return _meta(blob, key)
+
+    # -- deletes --------------------------------------------------------------
+
+    def delete(self, keys: Iterable[str]) -> None:
+        batch: list[str] = []
+        for key in keys:
+            batch.append(key)
+            if len(batch) == BATCH:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, keys: list[str]) -> None:
+        """One batch request; every key it did not clearly delete is deleted on its own."""
+        left = self._try_batch(keys) if self.backend.batch_ok and len(keys) > 1 else keys
+        run_all(self._delete_one, left, self.backend.max_workers)
+
+    def _try_batch(self, keys: list[str]) -> list[str]:
+        """Send ``keys`` in one batch request; return the keys still to delete one by one."""
+        try:
+            with self.client.batch(raise_exception=False) as batch:
+                for key in keys:
+                    self.bucket.delete_blob(key)
+        except Exception:  # noqa: BLE001 - no batch support (or a failed batch): fall back
+            with self.backend._batch_lock:
+                self.backend.batch_ok = False
+            return keys
+        responses = getattr(batch, "_responses", None)
+        if not isinstance(responses, list) or len(responses) != len(keys):
+            return keys
+        return undeleted(keys, [r.status_code for r in responses])
+
+    def _delete_one(self, key: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.bucket.delete_blob(key, retry=self.retry)
+        except NotFound:
+            return  # already gone (or deleted by an earlier attempt of a retry)
+        except Exception as exc:
+            raise _map_error(exc, f"Deleting {self._url(key)}") from exc

@@ -1,0 +1,226 @@
+"""The az:// store on Azurite, through the public API and the store interface."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import pos3
+from helpers import local_tree, write
+from pos3 import Profile, plugins
+from pos3_backends.azure import AzureBackend
+
+pytest_plugins = ["emulator_fixtures"]
+
+
+def put(az, container: str, files: dict[str, bytes]) -> None:
+    c = az.get_container_client(container)
+    for key, body in files.items():
+        c.upload_blob(key, body, overwrite=True)
+
+
+def remote_tree(az, container: str, prefix: str = "") -> dict[str, bytes]:
+    c = az.get_container_client(container)
+    blobs = c.list_blobs(name_starts_with=prefix)
+    return {b.name[len(prefix) :]: c.download_blob(b.name).readall() for b in blobs}
+
+
+def mirror(cache):
+    return pos3.mirror(cache_root=cache, show_progress=False)
+
+
+def test_registered_through_entry_point():
+    assert plugins.schemes()["az"] == "azure"
+    assert plugins.store_spec("az").extra == "azure"
+
+
+def test_import_does_not_load_sdk():
+    code = "import sys, pos3_backends.azure; print(any(m.startswith('azure') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_missing_sdk_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "azure.storage.blob", None)
+    with pytest.raises(ImportError, match=r"pip install pos3\[azure\]"):
+        AzureBackend(Profile(endpoint="http://127.0.0.1:1/x", public=True), 4)
+
+
+def test_round_trip(az, az_container, az_profile, cache):
+    put(az, az_container, {"data/a.txt": b"a", "data/sub/b.txt": b"bb", "data/é ü.txt": b"u"})
+    with mirror(cache):
+        p = pos3.download(f"az://{az_container}/data", profile=az_profile)
+        assert p == cache / "az-emu.az" / az_container / "data"
+        assert local_tree(p) == {"a.txt": b"a", "sub/b.txt": b"bb", "é ü.txt": b"u"}
+        out = pos3.upload(f"az://{az_container}/out", interval=None, profile=az_profile)
+        write(out, {"x/y.bin": b"123", "empty": b""})
+    assert remote_tree(az, az_container, "out/") == {"x/y.bin": b"123", "empty": b""}
+    blobs = az.get_container_client(az_container).list_blobs(name_starts_with="out/")
+    assert all(b.content_settings.content_md5 for b in blobs)
+
+
+def test_standard_env_configuration(az, azure_server, az_container, cache, monkeypatch):
+    """No profile: AZURE_STORAGE_CONNECTION_STRING (the SDK's own setting) points the store at Azurite."""
+    for k, v in azure_server.env().items():
+        monkeypatch.setenv(k, v)
+    put(az, az_container, {"d/a": b"1"})
+    with mirror(cache):
+        assert local_tree(pos3.download(f"az://{az_container}/d")) == {"a": b"1"}
+        write(pos3.upload(f"az://{az_container}/up", interval=None), {"b": b"2"})
+    assert remote_tree(az, az_container, "up/") == {"b": b"2"}
+    with mirror(cache):
+        assert pos3.ls(f"az://{az_container}/") == [f"az://{az_container}/d/", f"az://{az_container}/up/"]
+
+
+@pytest.mark.parametrize("how", ["connection_string", "account_name", "sas_token"])
+def test_profile_credential_options(az, azure_server, az_container, cache, how):
+    from datetime import datetime, timedelta, timezone
+
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    put(az, az_container, {"d/a": b"1"})
+    if how == "connection_string":
+        profile = Profile(local_name=how, options={"connection_string": azure_server.connection_string})
+    elif how == "account_name":
+        opts = {"account_name": azure_server.account_name, "account_key": azure_server.account_key}
+        profile = Profile(local_name=how, endpoint=azure_server.endpoint, options=opts)
+    else:
+        sas = generate_account_sas(
+            azure_server.account_name,
+            azure_server.account_key,
+            ResourceTypes(container=True, object=True),
+            AccountSasPermissions(read=True, list=True),
+            expiry=datetime.now(timezone.utc) + timedelta(hours=1),
+        )
+        profile = Profile(local_name=how, endpoint=azure_server.endpoint, options={"sas_token": sas})
+    with mirror(cache):
+        assert local_tree(pos3.download(f"az://{az_container}/d", profile=profile)) == {"a": b"1"}
+
+
+def test_same_size_edits_both_directions(az, az_container, az_profile, cache):
+    put(az, az_container, {"d/f": b"aaaa"})
+    with mirror(cache):
+        p = pos3.sync(f"az://{az_container}/d", interval=None, profile=az_profile)
+        assert (p / "f").read_bytes() == b"aaaa"
+    put(az, az_container, {"d/f": b"bbbb"})  # remote rewrite, same size: a new ETag
+    with mirror(cache):
+        p = pos3.sync(f"az://{az_container}/d", interval=None, profile=az_profile)
+        assert (p / "f").read_bytes() == b"bbbb"
+        (p / "f").write_bytes(b"cccc")  # local rewrite, same size
+        st = os.stat(p / "f")
+        os.utime(p / "f", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert remote_tree(az, az_container, "d/") == {"f": b"cccc"}
+
+
+def test_delete_propagation(az, az_container, az_profile, cache):
+    put(az, az_container, {f"d/{i}": b"x" for i in range(5)})
+    with mirror(cache):
+        pos3.download(f"az://{az_container}/d", profile=az_profile)
+    az.get_container_client(az_container).delete_blob("d/0")
+    with mirror(cache):
+        p = pos3.download(f"az://{az_container}/d", profile=az_profile)
+        assert sorted(local_tree(p)) == ["1", "2", "3", "4"]
+    with mirror(cache):
+        up = pos3.upload(f"az://{az_container}/d", interval=None, profile=az_profile)
+        for name in ("1", "2", "3"):
+            (up / name).unlink()
+    assert remote_tree(az, az_container, "d/") == {"4": b"x"}
+
+
+def test_exclude(az, az_container, az_profile, cache):
+    put(az, az_container, {"d/keep.txt": b"k", "d/skip.log": b"s", "d/tmp/x": b"t"})
+    with mirror(cache):
+        p = pos3.sync(f"az://{az_container}/d", interval=None, exclude=["*.log", "tmp/"], profile=az_profile)
+        assert local_tree(p) == {"keep.txt": b"k"}
+        write(p, {"new.log": b"n", "new.txt": b"t"})
+    expected = {"keep.txt": b"k", "new.txt": b"t", "skip.log": b"s", "tmp/x": b"t"}
+    assert remote_tree(az, az_container, "d/") == expected
+
+
+def test_missing_container(az, az_profile, cache):
+    with mirror(cache), pytest.raises(FileNotFoundError):
+        pos3.download("az://no-such-container/data", profile=az_profile)
+    store = AzureBackend(az_profile, 2).store("no-such-container")
+    with pytest.raises(FileNotFoundError):
+        list(store.list(""))
+    with pytest.raises(FileNotFoundError):
+        store.head("k")
+
+
+def test_paging_beyond_one_page(az, az_container, azure_server, cache):
+    files = {f"d/{i:03d}": str(i).encode() for i in range(23)} | {"d/sub/z": b"z"}
+    put(az, az_container, files)
+    opts = {"account_key": azure_server.account_key, "page_size": 5}
+    small = Profile(local_name="small", endpoint=azure_server.endpoint, options=opts)
+    store = AzureBackend(small, 2).store(az_container)
+    assert [m.key for m in store.list("d/")] == sorted(files)
+    with mirror(cache):
+        assert local_tree(pos3.download(f"az://{az_container}/d", profile=small)) == {
+            k[2:]: v for k, v in files.items()
+        }
+        assert len(pos3.ls(f"az://{az_container}/d", recursive=True, profile=small)) == 24
+
+
+def test_anonymous_read_of_public_container(az, azure_server, cache):
+    public = az.create_container("public-pos3", public_access="container")
+    public.upload_blob("d/a", b"1", overwrite=True)
+    anonymous = Profile(local_name="anon", endpoint=azure_server.endpoint, public=True)
+    # public=True with a connection string: its account URL, without its key
+    via_string = Profile(local_name="anon2", public=True, options={"connection_string": azure_server.connection_string})
+    with mirror(cache):
+        assert local_tree(pos3.download("az://public-pos3/d", profile=anonymous)) == {"a": b"1"}
+        assert local_tree(pos3.download("az://public-pos3/d", profile=via_string)) == {"a": b"1"}
+
+
+def test_anonymous_read_of_private_container_is_denied(az, az_container, azure_server, cache):
+    put(az, az_container, {"d/a": b"1"})
+    anonymous = Profile(local_name="anon", public=True, options={"connection_string": azure_server.connection_string})
+    with mirror(cache), pytest.raises(PermissionError):
+        pos3.download(f"az://{az_container}/d", profile=anonymous)
+
+
+def test_store_versions_and_hashes(az, az_container, az_profile, tmp_path):
+    store = AzureBackend(az_profile, 4).store(az_container)
+    src = tmp_path / "src"
+    src.write_bytes(b"hello")
+    first = store.put("k", src)
+    (listed,) = store.list("k")
+    assert listed.version == first.version and listed.md5 == first.md5 == "5d41402abc4b2a76b9719d911017c592"
+    assert store.head("k") == listed
+    src.write_bytes(b"HELLO")
+    second = store.put("k", src)
+    assert second.version != first.version and next(iter(store.list("k"))).version == second.version
+    got = store.get("k", tmp_path / "dest")
+    assert (tmp_path / "dest").read_bytes() == b"HELLO" and got.version == second.version and got.size == 5
+    assert store.head("nope") is None
+    with pytest.raises(FileNotFoundError):
+        store.get("nope", tmp_path / "x")
+
+
+def test_batch_delete_with_missing_keys(az, az_container, az_profile):
+    put(az, az_container, {f"k{i:03d}": b"" for i in range(0, 300, 20)})
+    store = AzureBackend(az_profile, 4).store(az_container)
+    store.delete(f"k{i:03d}" for i in range(300))  # two batches (256 + 44), most keys missing
+    assert list(store.list("")) == []
+    assert store.backend.batch_ok
+
+
+def test_listing_comes_out_in_utf8_order(az, az_container, az_profile):
+    """Azurite sorts by UTF-16 code unit (U+1F600 before U+E000); the store yields UTF-8 byte order."""
+    keys = ["a\U0001f600", "a\U0001f600/x", "a\ue000", "a\uff5e", "b"]
+    put(az, az_container, {k: b"" for k in keys})
+    store = AzureBackend(az_profile, 2).store(az_container)
+    assert [m.key for m in store.list("")] == sorted(keys, key=lambda k: k.encode())
+
+
+def test_account_url_without_any_identity_is_a_permission_error(clean_cloud_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no cached login either
+    with pytest.raises(PermissionError, match="No usable Azure credential"):
+        AzureBackend(Profile(endpoint="https://pos3test.blob.core.windows.net"), 2)
+
+
+def test_no_account_configured(clean_cloud_env):
+    with pytest.raises(ValueError, match="AZURE_STORAGE_CONNECTION_STRING"):
+        AzureBackend(Profile(), 2)

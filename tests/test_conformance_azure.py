@@ -1,0 +1,62 @@
+"""The store conformance suite against the Azure store, on the session's Azurite."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from pos3 import Backend, Profile
+from pos3.plugins import store_spec
+from pos3.testing.conformance import StoreConformance, Target, unique_prefix
+from pos3.testing.emulators import AzureServer
+
+pytest_plugins = ["emulator_fixtures"]
+
+PAGE = 50
+
+
+def _profile(server: AzureServer, name: str, key: str) -> Profile:
+    return Profile(local_name=name, endpoint=server.endpoint, options={"account_key": key, "page_size": PAGE})
+
+
+@pytest.fixture(scope="module")
+def az_conformance_profile(azure_server: AzureServer) -> Profile:
+    return _profile(azure_server, "az-conformance", azure_server.account_key)
+
+
+@pytest.fixture(scope="module")
+def az_backends(azure_server: AzureServer, az_conformance_profile: Profile) -> Iterator[tuple[Backend, Backend]]:
+    """A backend with the account's key, and one whose key is wrong."""
+    good = store_spec("az").connect(az_conformance_profile, 8)
+    wrong_key = base64.b64encode(b"not the account key").decode()
+    denied = store_spec("az").connect(_profile(azure_server, "az-denied", wrong_key), 8)
+    yield good, denied
+    good.close()
+    denied.close()
+
+
+@pytest.fixture(scope="module")
+def az_conformance_container(az_backends) -> str:
+    """One container for the module; each test works under its own prefix."""
+    return az_backends[0].client.create_container(f"conformance-{secrets.token_hex(4)}").container_name
+
+
+class TestAzureConformance(StoreConformance):
+    @pytest.fixture
+    def conformance_target(
+        self, az_backends, az_conformance_profile: Profile, az_conformance_container: str, clean_cloud_env: None
+    ) -> Target:
+        good, denied = az_backends
+        prefix = unique_prefix()
+        return Target(
+            url=f"az://{az_conformance_container}/{prefix}",
+            store=good.store(az_conformance_container),
+            prefix=prefix,
+            missing_store=good.store(f"pos3-missing-{secrets.token_hex(4)}"),
+            profile=az_conformance_profile,
+            denied_store=denied.store(az_conformance_container),
+            page_size=PAGE,
+        )

@@ -1,0 +1,166 @@
+"""The gs:// store on fake-gcs-server, through the public API and the store interface."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pos3
+from helpers import local_tree, write
+from pos3 import Profile, plugins
+from pos3_backends.gcs import GCSBackend
+
+pytest_plugins = ["emulator_fixtures"]
+
+
+def put(gcs, bucket: str, files: dict[str, bytes]) -> None:
+    b = gcs.bucket(bucket)
+    for key, body in files.items():
+        b.blob(key).upload_from_string(body)
+
+
+def remote_tree(gcs, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    return {b.name[len(prefix) :]: b.download_as_bytes() for b in gcs.list_blobs(bucket, prefix=prefix)}
+
+
+def mirror(cache):
+    return pos3.mirror(cache_root=cache, show_progress=False)
+
+
+def test_registered_through_entry_point():
+    assert plugins.schemes()["gs"] == "gcs"
+    assert plugins.store_spec("gs").extra == "gcs"
+
+
+def test_import_does_not_load_sdk():
+    code = "import sys, pos3_backends.gcs; print(any(m.startswith('google') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_missing_sdk_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.cloud.storage", None)
+    with pytest.raises(ImportError, match=r"pip install pos3\[gcs\]"):
+        GCSBackend(Profile(public=True), 4)
+
+
+def test_round_trip(gcs, gcs_bucket, gcs_profile, cache):
+    put(gcs, gcs_bucket, {"data/a.txt": b"a", "data/sub/b.txt": b"bb", "data/é ü.txt": b"u"})
+    with mirror(cache):
+        p = pos3.download(f"gs://{gcs_bucket}/data", profile=gcs_profile)
+        assert p == cache / "gcs-emu.gs" / gcs_bucket / "data"
+        assert local_tree(p) == {"a.txt": b"a", "sub/b.txt": b"bb", "é ü.txt": b"u"}
+        out = pos3.upload(f"gs://{gcs_bucket}/out", interval=None, profile=gcs_profile)
+        write(out, {"x/y.bin": b"123", "empty": b""})
+    assert remote_tree(gcs, gcs_bucket, "out/") == {"x/y.bin": b"123", "empty": b""}
+    assert all(b.md5_hash for b in gcs.list_blobs(gcs_bucket, prefix="out/"))
+
+
+def test_standard_env_configuration(gcs, gcs_server, gcs_bucket, cache, monkeypatch):
+    """No profile: STORAGE_EMULATOR_HOST (the SDK's own setting) points the store at the emulator."""
+    for k, v in gcs_server.env().items():
+        monkeypatch.setenv(k, v)
+    put(gcs, gcs_bucket, {"d/a": b"1"})
+    with mirror(cache):
+        assert local_tree(pos3.download(f"gs://{gcs_bucket}/d")) == {"a": b"1"}
+        write(pos3.upload(f"gs://{gcs_bucket}/up", interval=None), {"b": b"2"})
+    assert remote_tree(gcs, gcs_bucket, "up/") == {"b": b"2"}
+    with mirror(cache):
+        assert pos3.ls(f"gs://{gcs_bucket}/") == [f"gs://{gcs_bucket}/d/", f"gs://{gcs_bucket}/up/"]
+
+
+def test_same_size_edits_both_directions(gcs, gcs_bucket, gcs_profile, cache):
+    put(gcs, gcs_bucket, {"d/f": b"aaaa"})
+    with mirror(cache):
+        p = pos3.sync(f"gs://{gcs_bucket}/d", interval=None, profile=gcs_profile)
+        assert (p / "f").read_bytes() == b"aaaa"
+    put(gcs, gcs_bucket, {"d/f": b"bbbb"})  # remote rewrite, same size: a new generation
+    with mirror(cache):
+        p = pos3.sync(f"gs://{gcs_bucket}/d", interval=None, profile=gcs_profile)
+        assert (p / "f").read_bytes() == b"bbbb"
+        (p / "f").write_bytes(b"cccc")  # local rewrite, same size
+        st = os.stat(p / "f")
+        os.utime(p / "f", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert remote_tree(gcs, gcs_bucket, "d/") == {"f": b"cccc"}
+
+
+def test_delete_propagation(gcs, gcs_bucket, gcs_profile, cache):
+    put(gcs, gcs_bucket, {f"d/{i}": b"x" for i in range(5)})
+    with mirror(cache):
+        p = pos3.download(f"gs://{gcs_bucket}/d", profile=gcs_profile)
+    gcs.bucket(gcs_bucket).delete_blob("d/0")
+    with mirror(cache):
+        p = pos3.download(f"gs://{gcs_bucket}/d", profile=gcs_profile)
+        assert sorted(local_tree(p)) == ["1", "2", "3", "4"]
+    with mirror(cache):
+        up = pos3.upload(f"gs://{gcs_bucket}/d", interval=None, profile=gcs_profile)
+        for name in ("1", "2", "3"):
+            (up / name).unlink()
+    assert remote_tree(gcs, gcs_bucket, "d/") == {"4": b"x"}
+
+
+def test_exclude(gcs, gcs_bucket, gcs_profile, cache):
+    put(gcs, gcs_bucket, {"d/keep.txt": b"k", "d/skip.log": b"s", "d/tmp/x": b"t"})
+    with mirror(cache):
+        p = pos3.sync(f"gs://{gcs_bucket}/d", interval=None, exclude=["*.log", "tmp/"], profile=gcs_profile)
+        assert local_tree(p) == {"keep.txt": b"k"}
+        write(p, {"new.log": b"n", "new.txt": b"t"})
+    assert remote_tree(gcs, gcs_bucket, "d/") == {"keep.txt": b"k", "new.txt": b"t", "skip.log": b"s", "tmp/x": b"t"}
+
+
+def test_missing_bucket(gcs, gcs_profile, cache):
+    with mirror(cache), pytest.raises(FileNotFoundError):
+        pos3.download("gs://no-such-bucket-pos3/data", profile=gcs_profile)
+    store = GCSBackend(gcs_profile, 2).store("no-such-bucket-pos3")
+    with pytest.raises(FileNotFoundError):
+        list(store.list(""))
+
+
+def test_paging_beyond_one_page(gcs, gcs_bucket, gcs_server, cache):
+    files = {f"d/{i:03d}": str(i).encode() for i in range(23)} | {"d/sub/z": b"z"}
+    put(gcs, gcs_bucket, files)
+    small = Profile(local_name="small", endpoint=gcs_server.endpoint, public=True, options={"page_size": 5})
+    store = GCSBackend(small, 2).store(gcs_bucket)
+    assert [m.key for m in store.list("d/")] == sorted(files)
+    with mirror(cache):
+        path = pos3.download(f"gs://{gcs_bucket}/d", profile=small)
+        assert local_tree(path) == {k[2:]: v for k, v in files.items()}
+        assert len(pos3.ls(f"gs://{gcs_bucket}/d", recursive=True, profile=small)) == 24
+
+
+def test_store_versions_and_hashes(gcs, gcs_bucket, gcs_profile, tmp_path):
+    store = GCSBackend(gcs_profile, 4).store(gcs_bucket)
+    src = tmp_path / "src"
+    src.write_bytes(b"hello")
+    first = store.put("k", src)
+    (listed,) = store.list("k")
+    assert listed.version == first.version and listed.md5 == first.md5 == "5d41402abc4b2a76b9719d911017c592"
+    assert store.head("k") == listed
+    src.write_bytes(b"HELLO")
+    second = store.put("k", src)
+    assert second.version != first.version and next(iter(store.list("k"))).version == second.version
+    got = store.get("k", tmp_path / "dest")
+    assert (tmp_path / "dest").read_bytes() == b"HELLO" and got.version == second.version and got.size == 5
+    assert store.head("nope") is None
+    with pytest.raises(FileNotFoundError):
+        store.get("nope", tmp_path / "x")
+
+
+def test_delete_many_with_missing_keys(gcs, gcs_bucket, gcs_profile):
+    put(gcs, gcs_bucket, {f"k{i}": b"" for i in range(0, 150, 10)})
+    store = GCSBackend(gcs_profile, 8).store(gcs_bucket)
+    start = time.monotonic()
+    store.delete(f"k{i}" for i in range(150))
+    assert list(store.list("")) == []
+    assert time.monotonic() - start < 10
+    assert store.backend.batch_ok is False  # fake-gcs-server has no batch endpoint: detected, then single deletes
+
+
+def test_no_credentials_is_a_permission_error(clean_cloud_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no gcloud login either
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    with pytest.raises(PermissionError, match="no usable Google credentials"):
+        GCSBackend(Profile(), 2)
