@@ -10,7 +10,7 @@ import pytest
 
 from pos3 import Backend, Profile
 from pos3.plugins import store_spec
-from pos3.testing.conformance import StoreConformance, Target, unique_prefix
+from pos3.testing.conformance import AccessControlConformance, StoreConformance, Target, unique_prefix
 from pos3.testing.emulators import AzureServer
 
 pytest_plugins = ["emulator_fixtures"]
@@ -44,7 +44,7 @@ def az_conformance_container(az_backends) -> str:
     return az_backends[0].client.create_container(f"conformance-{secrets.token_hex(4)}").container_name
 
 
-class TestAzureConformance(StoreConformance):
+class TestAzureConformance(StoreConformance, AccessControlConformance):
     @pytest.fixture
     def conformance_target(
         self, az_backends, az_conformance_profile: Profile, az_conformance_container: str, clean_cloud_env: None

@@ -10,7 +10,7 @@ import pytest
 
 from pos3 import Backend, Profile
 from pos3.plugins import store_spec
-from pos3.testing.conformance import StoreConformance, Target, unique_prefix
+from pos3.testing.conformance import AccessControlConformance, StoreConformance, Target, unique_prefix
 from pos3.testing.servers import S3Server
 
 
@@ -62,7 +62,7 @@ def conformance_bucket(s3_server: S3Server) -> str:
     return name
 
 
-class TestS3Conformance(StoreConformance):
+class TestS3Conformance(StoreConformance, AccessControlConformance):
     @pytest.fixture
     def conformance_target(self, s3_backends, s3_profile: Profile, conformance_bucket: str) -> Target:
         good, denied = s3_backends

@@ -56,9 +56,9 @@ class Target:
     serves its bucket and ``prefix`` is its key inside the bucket (``url`` is
     ``scheme://bucket/<prefix>``). ``missing_store`` is a store of the same
     backend for a bucket that does not exist. ``profile`` is passed to pos3's
-    API (``None``: the default profile). ``denied_store``, when given, is a
-    store for the same bucket whose every request is refused (for example
-    built with bad credentials); without it the permission test is skipped.
+    API (``None``: the default profile). ``denied_store`` is a store for the
+    same bucket whose every request is refused (for example built with bad
+    credentials); `AccessControlConformance` needs it.
     ``page_size`` is the most keys one list request returns (the paging test
     writes ``page_size + 100`` objects); ``large_size`` is an object size that
     takes the store's multipart or resumable path; ``sorted_listing`` says
@@ -414,25 +414,6 @@ class StoreConformance:
         remote.store.delete([])
         assert remote.keys() == _utf8_sorted(kept)
 
-    # -- errors ---------------------------------------------------------------
-
-    def test_refused_requests_raise_permission_error(self, remote: Remote) -> None:
-        denied = remote.target.denied_store
-        if denied is None:
-            pytest.skip("the target offers no denied_store")
-        remote.put("secret.txt", b"s")
-        with pytest.raises(PermissionError):
-            list(denied.list(remote.prefix))
-        with pytest.raises(PermissionError):
-            denied.head(remote.key("secret.txt"))
-        with pytest.raises(PermissionError):
-            denied.get(remote.key("secret.txt"), remote.scratch_file())
-        with pytest.raises(PermissionError):
-            denied.put(remote.key("new.txt"), remote.scratch_file(b"n"))
-        with pytest.raises(PermissionError):
-            denied.delete([remote.key("secret.txt")])
-        assert remote.tree() == {"secret.txt": b"s"}
-
     # -- mirror round trips through the public API ----------------------------
 
     def test_download_tree(self, remote: Remote, cache_root: Path) -> None:
@@ -566,3 +547,24 @@ def _file_sha256(path: Path) -> str:
 def unique_prefix(name: str = "conformance") -> str:
     """A fresh key prefix (``name-<random>/``) for one test's `Target`."""
     return f"{name}-{secrets.token_hex(6)}/"
+
+
+class AccessControlConformance:
+    """For stores that can refuse requests: mix into the test class beside
+    `StoreConformance` and give the `Target` a ``denied_store``."""
+
+    def test_refused_requests_raise_permission_error(self, remote: Remote) -> None:
+        denied = remote.target.denied_store
+        assert denied is not None, "AccessControlConformance needs Target.denied_store"
+        remote.put("secret.txt", b"s")
+        with pytest.raises(PermissionError):
+            list(denied.list(remote.prefix))
+        with pytest.raises(PermissionError):
+            denied.head(remote.key("secret.txt"))
+        with pytest.raises(PermissionError):
+            denied.get(remote.key("secret.txt"), remote.scratch_file())
+        with pytest.raises(PermissionError):
+            denied.put(remote.key("new.txt"), remote.scratch_file(b"n"))
+        with pytest.raises(PermissionError):
+            denied.delete([remote.key("secret.txt")])
+        assert remote.tree() == {"secret.txt": b"s"}
