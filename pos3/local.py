@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import stat
@@ -88,6 +89,15 @@ def _check_name(path: str, name: str) -> None:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"Local file name is not valid UTF-8 and cannot become a key: {path!r}") from None
+
+
+def md5_digest(path: Path) -> bytes:
+    """The raw MD5 digest of a file's content, read in 1 MiB chunks."""
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.digest()
 
 
 def check_rel(rel: str, key: str) -> str:

@@ -31,6 +31,18 @@ class ObjectMeta:
     md5: str | None = None
 
 
+def batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Split a stream of keys into lists of at most ``size`` (for batched deletes)."""
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 class StoreError(Exception):
     """Base class for errors a store raises that are not `FileNotFoundError`/`PermissionError`."""
 

@@ -8,7 +8,6 @@ listings → `planner.plan` → `executor.execute` → the store / the local dis
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import threading
@@ -159,14 +158,6 @@ def _prefetched(it: Iterator[RemoteEntry]) -> Iterator[RemoteEntry]:
     return rest()
 
 
-def file_md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _record(rel: str, st: os.stat_result, meta: ObjectMeta) -> Record:
     entry = RemoteEntry(rel, meta)
     return Record(rel, st.st_size, st.st_mtime_ns, meta.size, entry.version)
@@ -187,7 +178,7 @@ class _Side:
         path = fs.target(self.root.local, action.rel)
         st = os.stat(path)
         md5 = action.remote.meta.md5
-        if md5 is not None and file_md5(path) == md5:
+        if md5 is not None and fs.md5_digest(path).hex() == md5:
             return _record(action.rel, st, action.remote.meta)
         return self.copy(action)
 

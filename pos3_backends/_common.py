@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from pos3.store import ObjectMeta
@@ -55,15 +53,6 @@ def b64_to_hex(digest: str | bytes | bytearray | None) -> str | None:
         return None
     raw = base64.b64decode(digest) if isinstance(digest, str) else bytes(digest)
     return raw.hex() or None
-
-
-def file_md5(path: Path) -> bytes:
-    """The raw MD5 digest of a file, read in 1 MiB chunks."""
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            h.update(chunk)
-    return h.digest()
 
 
 def widen_pool(session: Any, size: int) -> None:

@@ -50,9 +50,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pos3.hookspecs import StoreSpec, hookimpl
-from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError
+from pos3.local import md5_digest
+from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError, batches
 
-from ._common import MiB, b64_to_hex, file_md5, run_all, undeleted, utf8_order, widen_pool
+from ._common import MiB, b64_to_hex, run_all, undeleted, utf8_order, widen_pool
 
 if TYPE_CHECKING:
     from pos3.profiles import Profile
@@ -281,7 +282,7 @@ class AzureStore(ObjectStore):
 
         try:
             size = os.stat(src).st_size
-            settings = ContentSettings(content_type="application/octet-stream", content_md5=file_md5(src))
+            settings = ContentSettings(content_type="application/octet-stream", content_md5=md5_digest(src))
             with open(src, "rb") as f:
                 r = self.container.get_blob_client(key).upload_blob(
                     f,
@@ -304,13 +305,7 @@ class AzureStore(ObjectStore):
         return max(1, min(8, self.backend.max_workers))
 
     def delete(self, keys: Iterable[str]) -> None:
-        batch: list[str] = []
-        for key in keys:
-            batch.append(key)
-            if len(batch) == BATCH:
-                self._delete_batch(batch)
-                batch = []
-        if batch:
+        for batch in batches(keys, BATCH):
             self._delete_batch(batch)
 
     def _delete_batch(self, keys: list[str]) -> None:

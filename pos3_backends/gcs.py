@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pos3.hookspecs import StoreSpec, hookimpl
-from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError
+from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError, batches
 
 from ._common import b64_to_hex, run_all, undeleted, widen_pool
 
@@ -232,13 +232,7 @@ class GCSStore(ObjectStore):
     # -- deletes --------------------------------------------------------------
 
     def delete(self, keys: Iterable[str]) -> None:
-        batch: list[str] = []
-        for key in keys:
-            batch.append(key)
-            if len(batch) == BATCH:
-                self._delete_batch(batch)
-                batch = []
-        if batch:
+        for batch in batches(keys, BATCH):
             self._delete_batch(batch)
 
     def _delete_batch(self, keys: list[str]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import StoreSpec, hookimpl
-from ..store import Backend, ObjectMeta, ObjectStore, StoreError
+from ..store import Backend, ObjectMeta, ObjectStore, StoreError, batches
 from .s3_crt import EmptyObject
 
 if TYPE_CHECKING:
@@ -289,13 +289,7 @@ class S3Store(ObjectStore):
         return r["ETag"].strip('"')
 
     def delete(self, keys: Iterable[str]) -> None:
-        batch: list[str] = []
-        for key in keys:
-            batch.append(key)
-            if len(batch) == self.delete_batch_size:
-                self._delete_batch(batch)
-                batch = []
-        if batch:
+        for batch in batches(keys, self.delete_batch_size):
             self._delete_batch(batch)
 
     def _delete_batch(self, keys: list[str]) -> None:

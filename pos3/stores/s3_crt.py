@@ -12,13 +12,13 @@ and a public profile sends unsigned requests.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from ..local import md5_digest
 from ..store import ObjectMeta, StoreError
 
 #: Objects above this size are split into parts of `PART_SIZE` by the CRT.
@@ -92,21 +92,13 @@ class CrtTransfers:
     def put(self, bucket: str, key: str, src: Path, size: int) -> ObjectMeta:
         headers = [("Content-Length", str(size))]
         if size <= MULTIPART_THRESHOLD:  # one request: let the server check the bytes it got
-            headers.append(("Content-MD5", base64.b64encode(_md5(src)).decode()))
+            headers.append(("Content-MD5", base64.b64encode(md5_digest(src)).decode()))
         got = self._request("PUT", bucket, key, headers, send_filepath=str(src))
         return _meta(key, size, got)
 
 
 class EmptyObject(Exception):
     """The CRT's ranged GET cannot fetch an empty object; the caller falls back to one plain GET."""
-
-
-def _md5(path: Path) -> bytes:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.digest()
 
 
 def _meta(key: str, size: int, headers: dict[str, str]) -> ObjectMeta:

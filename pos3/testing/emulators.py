@@ -17,13 +17,12 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .servers import free_port, wait_http
+from .servers import free_port, run_process
 
 GCS_PROJECT = "test-project"
 AZURE_ACCOUNT = "devstoreaccount1"
@@ -103,7 +102,7 @@ def fake_gcs(workdir: str | os.PathLike[str] | None = None) -> Iterator[GCSServe
         cmd = [fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)]
         cmd += ["-backend", "memory", "-external-url", endpoint]
         cmd += ["-log-level", "warn"]
-        with _process(cmd, d / "stdout.log", f"{endpoint}/storage/v1/b"):
+        with run_process(cmd, d / "stdout.log", f"{endpoint}/storage/v1/b"):
             yield GCSServer(endpoint, GCS_PROJECT, d)
 
 
@@ -115,7 +114,7 @@ def azurite(workdir: str | os.PathLike[str] | None = None) -> Iterator[AzureServ
         cmd = [azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(d / "data")]
         cmd += ["--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"]
         endpoint = f"http://127.0.0.1:{port}/{AZURE_ACCOUNT}"
-        with _process(cmd, d / "stdout.log", f"{endpoint}?comp=list"):
+        with run_process(cmd, d / "stdout.log", f"{endpoint}?comp=list"):
             yield AzureServer(endpoint, AZURE_ACCOUNT, AZURE_KEY, d)
 
 
@@ -131,18 +130,3 @@ def _workdir(workdir: str | os.PathLike[str] | None, prefix: str) -> Iterator[Pa
             shutil.rmtree(d, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _process(cmd: list[str], log_path: Path, ready_url: str, deadline_s: float = 60.0) -> Iterator[None]:
-    """Start ``cmd`` with its output in ``log_path``, wait until ``ready_url`` answers, stop it on exit."""
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            wait_http(ready_url, deadline_s, proc)
-            yield
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()

