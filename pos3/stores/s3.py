@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import StoreSpec, hookimpl
 from ..store import Backend, ObjectMeta, ObjectStore, StoreError, batches
-from .s3_crt import EmptyObject
+from .s3_crt import EmptyObject, ListPage, md5_from_etag
 
 if TYPE_CHECKING:
     from ..profiles import Profile
@@ -44,13 +44,6 @@ LIST_PAGE = 1000
 @hookimpl
 def pos3_register_stores(register) -> None:
     register(StoreSpec(scheme="s3", connect=S3Backend))
-
-
-def _md5_from_etag(etag: str | None) -> str | None:
-    """A single-part S3 ETag is the hex MD5 of the content; a multipart one is not."""
-    if etag and len(etag) == 32 and "-" not in etag:
-        return etag.lower()
-    return None
 
 
 def _map_error(exc: Exception, what: str) -> Exception:
@@ -151,30 +144,44 @@ class S3Store(ObjectStore):
         return f"s3://{self.bucket}/{key}"
 
     def list(self, prefix: str) -> Iterator[ObjectMeta]:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        token: str | None = None
+        start_after: str | None = None
         rechecked = False
         while True:
-            try:
-                page = self.client.list_objects_v2(**args)
-            except Exception as exc:
-                raise _map_error(exc, f"Listing {self._url(prefix)}") from exc
-            contents = page.get("Contents", [])
-            for obj in contents:
-                etag = obj.get("ETag", "").strip('"') or None
-                yield ObjectMeta(obj["Key"], obj["Size"], etag, obj["LastModified"].timestamp(), _md5_from_etag(etag))
-            if page.get("IsTruncated"):
-                args.pop("StartAfter", None)
-                args["ContinuationToken"] = page["NextContinuationToken"]
-                rechecked = False
+            page = self._list_page(prefix, token, start_after)
+            yield from page.objects
+            if page.truncated:
+                token, start_after, rechecked = page.next_token, None, False
                 continue
             # A full page that claims to be the last is not proof of the end
             # (some servers stop early): ask once more after its last key.
-            if contents and len(contents) >= min(page.get("MaxKeys", LIST_PAGE), LIST_PAGE) and not rechecked:
-                args.pop("ContinuationToken", None)
-                args["StartAfter"] = contents[-1]["Key"]
-                rechecked = True
+            if page.objects and len(page.objects) >= min(page.max_keys, LIST_PAGE) and not rechecked:
+                token, start_after, rechecked = None, page.objects[-1].key, True
                 continue
             return
+
+    def _list_page(self, prefix: str, token: str | None, start_after: str | None) -> ListPage:
+        crt = self.backend.crt()
+        if crt is not None:
+            return crt.list_page(self.bucket, prefix, token, start_after)
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if token is not None:
+            args["ContinuationToken"] = token
+        if start_after is not None:
+            args["StartAfter"] = start_after
+        try:
+            page = self.client.list_objects_v2(**args)
+        except Exception as exc:
+            raise _map_error(exc, f"Listing {self._url(prefix)}") from exc
+        objects = []
+        for obj in page.get("Contents", []):
+            etag = obj.get("ETag", "").strip('"') or None
+            objects.append(
+                ObjectMeta(obj["Key"], obj["Size"], etag, obj["LastModified"].timestamp(), md5_from_etag(etag))
+            )
+        return ListPage(
+            objects, page.get("IsTruncated", False), page.get("NextContinuationToken"), page.get("MaxKeys", LIST_PAGE)
+        )
 
     def head(self, key: str) -> ObjectMeta | None:
         try:
@@ -188,7 +195,7 @@ class S3Store(ObjectStore):
                 return None
             raise err from exc
         etag = r.get("ETag", "").strip('"') or None
-        return ObjectMeta(key, r["ContentLength"], etag, r["LastModified"].timestamp(), _md5_from_etag(etag))
+        return ObjectMeta(key, r["ContentLength"], etag, r["LastModified"].timestamp(), md5_from_etag(etag))
 
     def get(self, key: str, dest: Path) -> ObjectMeta:
         crt = self.backend.crt()
@@ -216,7 +223,7 @@ class S3Store(ObjectStore):
             r = self.client.get_object(Bucket=self.bucket, Key=key)
         etag = r.get("ETag", "").strip('"') or None
         total = int(r["ContentRange"].rsplit("/", 1)[1]) if "ContentRange" in r else r["ContentLength"]
-        meta = ObjectMeta(key, total, etag, r["LastModified"].timestamp(), _md5_from_etag(etag))
+        meta = ObjectMeta(key, total, etag, r["LastModified"].timestamp(), md5_from_etag(etag))
         with open(dest, "wb") as f:
             _copy_stream(r["Body"], f)
             if total > part:
@@ -263,7 +270,7 @@ class S3Store(ObjectStore):
             raise
         except Exception as exc:
             raise _map_error(exc, f"Uploading {self._url(key)}") from exc
-        return ObjectMeta(key, size, etag, None, _md5_from_etag(etag))
+        return ObjectMeta(key, size, etag, None, md5_from_etag(etag))
 
     def _put_multipart(self, key: str, src: Path, size: int) -> str:
         part = max(self.backend.part_size, -(-size // MAX_PARTS))

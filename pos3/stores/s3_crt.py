@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import base64
 import os
+from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit
+from xml.etree import ElementTree
 
 from ..local import md5_digest
 from ..store import ObjectMeta, StoreError
@@ -67,46 +70,130 @@ class CrtTransfers:
         host, prefix = base
         return host, prefix + quote(key, safe="/~")
 
-    def _request(self, method: str, bucket: str, key: str, headers: list[tuple[str, str]], **kwargs: Any) -> dict:
+    def _request(
+        self, kind: str, path: str, host: str, headers: list[tuple[str, str]], what: str, **kwargs: Any
+    ) -> dict:
+        """Send one request of ``kind`` (GET_OBJECT, PUT_OBJECT or DEFAULT); return the response headers."""
         from awscrt.http import HttpHeaders, HttpRequest
         from awscrt.s3 import S3RequestType, S3ResponseError
 
-        host, path = self._target(bucket, key)
         got: dict[str, str] = {}
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
             got.update((k.lower(), v) for k, v in headers)
 
-        kind = S3RequestType.GET_OBJECT if method == "GET" else S3RequestType.PUT_OBJECT
+        method = "PUT" if kind == "PUT_OBJECT" else "GET"
         request = HttpRequest(method, path, HttpHeaders([("Host", host), *headers]))
         try:
-            self.crt.make_request(type=kind, request=request, on_headers=on_headers, **kwargs).finished_future.result()
+            self.crt.make_request(
+                type=S3RequestType[kind], request=request, on_headers=on_headers, **kwargs
+            ).finished_future.result()
         except S3ResponseError as exc:
-            raise _map(exc, f"{'Downloading' if method == 'GET' else 'Uploading'} s3://{bucket}/{key}") from None
+            raise _map(exc, what) from None
         return got
 
+    def list_page(self, bucket: str, prefix: str, token: str | None, start_after: str | None) -> ListPage:
+        """One ListObjectsV2 page, parsed natively (no per-key Python objects beyond the results)."""
+        host, path = self._target(bucket, "")
+        query = [("list-type", "2"), ("prefix", prefix), ("encoding-type", "url")]
+        if token is not None:
+            query.append(("continuation-token", token))
+        if start_after is not None:
+            query.append(("start-after", start_after))
+        body = bytearray()
+
+        def on_body(chunk: bytes, **_: Any) -> None:
+            body.extend(chunk)
+
+        target = (path[:-1] if path.endswith("/") and path != "/" else path) + "?" + urlencode(query, quote_via=quote)
+        self._request(
+            "DEFAULT",
+            target,
+            host,
+            [],
+            f"Listing s3://{bucket}/{prefix}",
+            on_body=on_body,
+            operation_name="ListObjectsV2",
+        )
+        return _parse_list(bytes(body))
+
     def get(self, bucket: str, key: str, dest: Path) -> ObjectMeta:
-        headers = self._request("GET", bucket, key, [], recv_filepath=str(dest))
+        host, path = self._target(bucket, key)
+        what = f"Downloading s3://{bucket}/{key}"
+        headers = self._request("GET_OBJECT", path, host, [], what, recv_filepath=str(dest))
         return _meta(key, os.stat(dest).st_size, headers)
 
     def put(self, bucket: str, key: str, src: Path, size: int) -> ObjectMeta:
+        host, path = self._target(bucket, key)
         headers = [("Content-Length", str(size))]
         if size <= MULTIPART_THRESHOLD:  # one request: let the server check the bytes it got
             headers.append(("Content-MD5", base64.b64encode(md5_digest(src)).decode()))
-        got = self._request("PUT", bucket, key, headers, send_filepath=str(src))
+        got = self._request("PUT_OBJECT", path, host, headers, f"Uploading s3://{bucket}/{key}", send_filepath=str(src))
         return _meta(key, size, got)
+
+
+@dataclass
+class ListPage:
+    """One parsed ListObjectsV2 response."""
+
+    objects: list[ObjectMeta]
+    truncated: bool
+    next_token: str | None
+    max_keys: int
+
+
+_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+def _parse_list(body: bytes) -> ListPage:
+    """Parse a ListObjectsV2 body requested with ``encoding-type=url``."""
+    root = ElementTree.fromstring(body)
+    ns = _NS if root.tag.startswith(_NS) else ""
+    encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
+    objects = []
+    for c in root.iterfind(f"{ns}Contents"):
+        key = c.findtext(f"{ns}Key") or ""
+        etag = (c.findtext(f"{ns}ETag") or "").strip('"') or None
+        modified = c.findtext(f"{ns}LastModified")
+        objects.append(
+            ObjectMeta(
+                unquote_plus(key) if encoded else key,
+                int(c.findtext(f"{ns}Size") or 0),
+                etag,
+                _iso_timestamp(modified) if modified else None,
+                md5_from_etag(etag),
+            )
+        )
+    token = root.findtext(f"{ns}NextContinuationToken")
+    return ListPage(
+        objects,
+        (root.findtext(f"{ns}IsTruncated") or "").lower() == "true",
+        token,
+        int(root.findtext(f"{ns}MaxKeys") or 1000),
+    )
+
+
+def _iso_timestamp(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 class EmptyObject(Exception):
     """The CRT's ranged GET cannot fetch an empty object; the caller falls back to one plain GET."""
 
 
+def md5_from_etag(etag: str | None) -> str | None:
+    """A single-part S3 ETag is the hex MD5 of the content; a multipart one is not."""
+    return etag.lower() if etag and len(etag) == 32 and "-" not in etag else None
+
+
 def _meta(key: str, size: int, headers: dict[str, str]) -> ObjectMeta:
     etag = headers.get("etag", "").strip('"') or None
     modified = headers.get("last-modified")
     mtime = parsedate_to_datetime(modified).timestamp() if modified else None
-    md5 = etag.lower() if etag and len(etag) == 32 and "-" not in etag else None
-    return ObjectMeta(key, size, etag, mtime, md5)
+    return ObjectMeta(key, size, etag, mtime, md5_from_etag(etag))
 
 
 def _map(exc: Any, what: str) -> Exception:
