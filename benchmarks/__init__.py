@@ -1,0 +1,1 @@
+"""The pos3 benchmark harness (see README.md here)."""
