@@ -9,8 +9,9 @@ it even when the run as a whole failed.
 from __future__ import annotations
 
 import contextlib
+import queue
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .planner import Action
@@ -52,6 +53,8 @@ class Operations:
     verify: Callable[[Action], Record]
     delete: Callable[[list[Action]], None]
     name: Callable[[Action], str]
+    #: Starts a copy on the store's own threads (no worker held), or returns None.
+    copy_async: Callable[[Action], Future[Record] | None] = lambda action: None
 
 
 class _Progress:
@@ -79,6 +82,20 @@ class _Progress:
             self.bar.close()
 
 
+def _start(action: Action, ops: Operations, pool: ThreadPoolExecutor) -> Future[Record]:
+    """Start one copy or verify: natively asynchronous where the store offers it, else on a worker."""
+    if action.kind == "copy":
+        try:
+            started = ops.copy_async(action)
+        except Exception as exc:  # noqa: BLE001 - reported like any failed copy
+            started = Future()
+            started.set_exception(exc)
+        if started is not None:
+            return started
+        return pool.submit(ops.copy, action)
+    return pool.submit(ops.verify, action)
+
+
 def execute(
     actions: Iterable[Action],
     ops: Operations,
@@ -95,22 +112,23 @@ def execute(
     records: list[Record] = []
     progress = _Progress(show_progress, what)
     pending: dict[Future[Record], Action] = {}
+    finished: queue.SimpleQueue[Future[Record]] = queue.SimpleQueue()  # O(1) per completion
     limit = max_workers * 4  # bounded in-flight work keeps memory flat on huge plans
 
-    def collect(done: Iterable[Future[Record]]) -> None:
-        for fut in done:
-            action = pending.pop(fut)
-            try:
-                records.append(fut.result())
-            except Exception as exc:  # noqa: BLE001 - every failure is reported at the end
-                summary.failures.append((ops.name(action), exc))
-                continue
-            progress.done(action.size)
-            if action.kind == "copy":
-                summary.copied += 1
-                summary.bytes += action.size
-            else:
-                summary.verified += 1
+    def collect_one() -> None:
+        fut = finished.get()
+        action = pending.pop(fut)
+        try:
+            records.append(fut.result())
+        except Exception as exc:  # noqa: BLE001 - every failure is reported at the end
+            summary.failures.append((ops.name(action), exc))
+            return
+        progress.done(action.size)
+        if action.kind == "copy":
+            summary.copied += 1
+            summary.bytes += action.size
+        else:
+            summary.verified += 1
         if len(records) >= 512:
             state.write(records)
             records.clear()
@@ -124,12 +142,13 @@ def execute(
                 deletes.append(action)
             else:
                 progress.add(action.size)
-                fn = ops.copy if action.kind == "copy" else ops.verify
-                pending[pool.submit(fn, action)] = action
+                fut = _start(action, ops, pool)
+                pending[fut] = action
+                fut.add_done_callback(finished.put)
                 if len(pending) >= limit:
-                    collect(wait(pending, return_when=FIRST_COMPLETED).done)
+                    collect_one()
         while pending:
-            collect(wait(pending, return_when=FIRST_COMPLETED).done)
+            collect_one()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         # On an interrupt, still record whatever finished.

@@ -9,9 +9,11 @@ guarantee the sync engine relies on; the shared conformance suite
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,27 @@ def batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
+
+
+def chain(
+    fut: Future, fn: Callable[[Any], Any], error: Callable[[BaseException], BaseException] | None = None
+) -> Future:
+    """A future of ``fn(fut.result())``; a failure passes through ``error`` (if given).
+    ``fn`` runs on whichever thread completes ``fut``, so it must be short."""
+    out: Future = Future()
+
+    def done(f: Future) -> None:
+        exc = f.exception()
+        if exc is not None:
+            out.set_exception(error(exc) if error is not None else exc)
+            return
+        try:
+            out.set_result(fn(f.result()))
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting side
+            out.set_exception(err)
+
+    fut.add_done_callback(done)
+    return out
 
 
 class StoreError(Exception):
@@ -76,11 +99,13 @@ class ObjectStore(abc.ABC):
         """Return the object stored at exactly ``key``, or ``None`` if there is none."""
 
     @abc.abstractmethod
-    def get(self, key: str, dest: Path) -> ObjectMeta:
+    def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         """Write the object's content to ``dest`` (created or truncated).
 
         The caller owns ``dest`` and makes it visible atomically; the store
-        only writes bytes. Returns the metadata of the version it read.
+        only writes bytes. ``size`` is the size a listing reported, a hint for
+        choosing how to transfer (one request or parallel ranges), never
+        trusted for correctness. Returns the metadata of the version it read.
         """
 
     @abc.abstractmethod
@@ -95,6 +120,18 @@ class ObjectStore(abc.ABC):
     def delete(self, keys: Iterable[str]) -> None:
         """Delete ``keys`` (missing keys are not an error), batching requests
         where the service allows. Raises if any key could not be deleted."""
+
+    # -- optional capability: native asynchronous transfers ---------------------
+
+    def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
+        """Start `get` without occupying a thread and return its future, or
+        ``None`` to have the caller run `get` on a worker thread (the default).
+        The future's callbacks run on the store's own threads and must be short."""
+        return None
+
+    def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
+        """Start `put` without occupying a thread, like `start_get`; ``None`` by default."""
+        return None
 
 
 class Backend(abc.ABC):

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .executor import Operations, Summary, execute
 from .patterns import Excluder
 from .planner import Action, Direction, RemoteEntry, UnsortedListing, plan
 from .state import Record, StateDB
-from .store import ObjectMeta, ObjectStore
+from .store import ObjectMeta, ObjectStore, chain
 from .urls import RemoteURL
 
 log = logging.getLogger("pos3")
@@ -158,6 +159,15 @@ def _prefetched(it: Iterator[RemoteEntry]) -> Iterator[RemoteEntry]:
     return rest()
 
 
+def _changed_since(path: Path, before: os.stat_result) -> bool:
+    """True if ``path`` was written to after ``before`` was taken (then an upload may be torn)."""
+    after = os.stat(path)
+    if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+        return False
+    log.info("pos3: %s changed during its upload; sending it again", path)
+    return True
+
+
 def _record(rel: str, st: os.stat_result, meta: ObjectMeta) -> Record:
     entry = RemoteEntry(rel, meta)
     return Record(rel, st.st_size, st.st_mtime_ns, meta.size, entry.version)
@@ -171,7 +181,11 @@ class _Side:
         self.root = root
 
     def operations(self) -> Operations:
-        return Operations(self.copy, self.verify, self.delete, self.name)
+        return Operations(self.copy, self.verify, self.delete, self.name, self.copy_async)
+
+    def copy_async(self, action: Action) -> Future[Record] | None:
+        """Start the copy on the store's own threads, or return ``None`` (then `copy` runs on a worker)."""
+        return None
 
     def verify(self, action: Action) -> Record:
         assert action.remote is not None
@@ -202,7 +216,8 @@ class _Down(_Side):
     def name(self, action: Action) -> str:
         return str(fs.target(self.root.local, action.rel))
 
-    def copy(self, action: Action) -> Record:
+    def _prepare(self, action: Action) -> tuple[Path, Path]:
+        """The final path and a fresh temporary path beside it, parents created and checked."""
         root = self.root
         dest = fs.target(root.local, action.rel)
         if dest.parent not in self._dirs:
@@ -210,14 +225,32 @@ class _Down(_Side):
             self._dirs.add(dest.parent)
         if dest.is_dir() and not dest.is_symlink():
             raise IsADirectoryError(f"{dest} is a directory locally but a file remotely ({root.key(action.rel)})")
-        tmp = fs.temp_beside(dest)
+        return dest, fs.temp_beside(dest)
+
+    def _finish(self, action: Action, dest: Path, tmp: Path, meta: ObjectMeta) -> Record:
+        os.replace(tmp, dest)
+        return _record(action.rel, os.stat(dest), meta)
+
+    def copy(self, action: Action) -> Record:
+        dest, tmp = self._prepare(action)
         try:
-            meta = root.store.get(root.key(action.rel), tmp)
-            os.replace(tmp, dest)
+            meta = self.root.store.get(self.root.key(action.rel), tmp, action.size)
+            return self._finish(action, dest, tmp, meta)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return _record(action.rel, os.stat(dest), meta)
+
+    def copy_async(self, action: Action) -> Future[Record] | None:
+        dest, tmp = self._prepare(action)
+        started = self.root.store.start_get(self.root.key(action.rel), tmp, action.size)
+        if started is None:
+            return None
+
+        def failed(exc: BaseException) -> BaseException:
+            tmp.unlink(missing_ok=True)
+            return exc
+
+        return chain(started, lambda meta: self._finish(action, dest, tmp, meta), failed)
 
     def delete(self, actions: list[Action]) -> None:
         for action in actions:
@@ -231,20 +264,37 @@ class _Up(_Side):
         return str(self.root.url.with_key(self.root.key(action.rel)))
 
     def copy(self, action: Action) -> Record:
-        root = self.root
-        src = fs.target(root.local, action.rel)
-        key = root.key(action.rel)
+        src = fs.target(self.root.local, action.rel)
+        key = self.root.key(action.rel)
         for _ in range(UNSTABLE_RETRIES):
             before = os.stat(src)
-            meta = root.store.put(key, src)
-            after = os.stat(src)
-            if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+            meta = self.root.store.put(key, src)
+            if not _changed_since(src, before):
                 break
-            # Written to while it was sent: the object may be torn, send it again.
-            log.info("pos3: %s changed during its upload; sending it again", src)
         # Recorded as it was before the last attempt began: if it was still
         # changing, the next run sees a difference and uploads it again.
         return _record(action.rel, before, meta)
+
+    def copy_async(self, action: Action) -> Future[Record] | None:
+        src = fs.target(self.root.local, action.rel)
+        key = self.root.key(action.rel)
+        out: Future[Record] = Future()
+
+        def attempt(n: int) -> bool:
+            before = os.stat(src)
+            started = self.root.store.start_put(key, src)
+            if started is None:
+                return False
+
+            def sent(meta: ObjectMeta) -> None:
+                if n + 1 < UNSTABLE_RETRIES and _changed_since(src, before) and attempt(n + 1):
+                    return
+                out.set_result(_record(action.rel, before, meta))
+
+            chain(started, sent).add_done_callback(lambda f: f.exception() and out.set_exception(f.exception()))
+            return True
+
+        return out if attempt(0) else None
 
     def delete(self, actions: list[Action]) -> None:
         self.root.store.delete(self.root.key(a.rel) for a in actions)

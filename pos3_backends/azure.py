@@ -266,7 +266,7 @@ class AzureStore(ObjectStore):
             raise err from exc
         return _meta(key, props)
 
-    def get(self, key: str, dest: Path) -> ObjectMeta:
+    def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         try:
             with open(dest, "wb") as f:
                 stream = self.container.get_blob_client(key).download_blob(max_concurrency=self._concurrency)

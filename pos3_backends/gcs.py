@@ -201,7 +201,7 @@ class GCSStore(ObjectStore):
 
     # -- transfers ------------------------------------------------------------
 
-    def get(self, key: str, dest: Path) -> ObjectMeta:
+    def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         """Stream the object to ``dest`` as stored (no transcoding), checked against its hash.
 
         A retry resumes from the bytes received, pinned to the first

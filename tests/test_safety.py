@@ -36,7 +36,7 @@ class HostileStore(ObjectStore):
     def head(self, key: str) -> ObjectMeta | None:
         return None
 
-    def get(self, key: str, dest: Path) -> ObjectMeta:
+    def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         dest.write_bytes(b"bad")
         return ObjectMeta(key, 3, "v", 0.0)
 
@@ -155,8 +155,8 @@ class FailingPuts(ObjectStore):
     def head(self, key):
         return self.inner.head(key)
 
-    def get(self, key, dest):
-        return self.inner.get(key, dest)
+    def get(self, key, dest, size=None):
+        return self.inner.get(key, dest, size)
 
     def put(self, key, src):
         if key in self.fail:
@@ -222,3 +222,27 @@ def test_processes_sharing_a_cache_take_turns(s3, s3_server, bucket, cache):
     assert [p.returncode for p in procs] == [0, 0, 0]
     assert len(set(outs)) == 1
     assert local_tree(Path(outs[0])) == {k[3:]: v for k, v in files.items()}
+
+
+class WriterDuringAsyncPut(WriterDuringPut):
+    """The same, through the store's native asynchronous puts."""
+
+    def start_put(self, key, src):
+        started = self.inner.start_put(key, src)
+        self.calls += 1
+        if self.calls == 1:
+            started.result()  # the first send completes, then the job rewrites the file
+            src.write_bytes(b"the finished checkpoint")
+        return started
+
+
+def test_a_file_changing_during_its_async_upload_is_sent_again(s3, bucket, cache, tmp_path):
+    local = tmp_path / "ck"
+    write(local, {"model.pt": b"half-written"})
+    with pos3.mirror(cache_root=cache, show_progress=False) as m:
+        url = parse(f"s3://{bucket}/ck")
+        store = WriterDuringAsyncPut(m.store(url, pos3.Profile()), local)
+        root = Root(url, store, local, False, Excluder(None), StateDB(tmp_path / "s.sqlite"))
+        root.sync(Direction.UP, delete=True, max_workers=2, show_progress=False)
+    assert store.calls == 2
+    assert remote_tree(s3, bucket, "ck/") == {"model.pt": b"the finished checkpoint"}

@@ -127,7 +127,7 @@ class FileStore(ObjectStore):
             return None
         return _meta(key, st) if stat.S_ISREG(st.st_mode) else None
 
-    def get(self, key: str, dest: Path) -> ObjectMeta:
+    def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         path = self._path(key)
         try:
             src = open(path, "rb")  # noqa: SIM115 - closed below

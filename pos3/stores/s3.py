@@ -20,7 +20,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 MiB = 1024 * 1024
 #: Objects up to this size move in one request; larger ones in parallel parts.
 MULTIPART_THRESHOLD = 64 * MiB
-DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_PART_SIZE = 8 * MiB
 MAX_PARTS = 10_000
+#: Large downloads fetch ranges of at least this size in parallel, streaming each to its offset.
+RANGE_PART = 32 * MiB
 #: S3 returns at most this many keys a page; a "last" page this full is re-checked.
 LIST_PAGE = 1000
 
@@ -197,13 +199,29 @@ class S3Store(ObjectStore):
         etag = r.get("ETag", "").strip('"') or None
         return ObjectMeta(key, r["ContentLength"], etag, r["LastModified"].timestamp(), md5_from_etag(etag))
 
-    def get(self, key: str, dest: Path) -> ObjectMeta:
+    def _native(self, size: int | None) -> CrtTransfers | None:
+        """The CRT client for an object of this size: single-request sizes only; empty and large
+        objects go through boto3 (one plain GET; parallel ranges that stream to disk)."""
+        if size is None or not 0 < size <= MULTIPART_THRESHOLD:
+            return None
+        return self.backend.crt()
+
+    def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
+        crt = self._native(size)
+        return crt.start_get(self.bucket, key, dest) if crt is not None else None
+
+    def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
         crt = self.backend.crt()
+        size = os.stat(src).st_size
+        return crt.start_put(self.bucket, key, src, size) if crt is not None and size <= MULTIPART_THRESHOLD else None
+
+    def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
+        crt = self._native(size)
         if crt is not None:
             try:
-                return crt.get(self.bucket, key, dest)
+                return crt.start_get(self.bucket, key, dest).result()
             except EmptyObject:
-                pass  # fall through to one plain GET
+                pass  # emptied since it was listed: one plain GET below
         try:
             return self._get(key, dest)
         except (FileNotFoundError, PermissionError, StoreError):
@@ -214,7 +232,7 @@ class S3Store(ObjectStore):
             raise _map_error(exc, f"Downloading {self._url(key)}") from exc
 
     def _get(self, key: str, dest: Path) -> ObjectMeta:
-        part = self.backend.part_size
+        part = max(self.backend.part_size, RANGE_PART)
         try:
             r = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{part - 1}")
         except Exception as exc:
@@ -251,7 +269,7 @@ class S3Store(ObjectStore):
         size = os.stat(src).st_size
         crt = self.backend.crt()
         if crt is not None:
-            meta = crt.put(self.bucket, key, src, size)
+            meta = crt.start_put(self.bucket, key, src, size).result()
             if meta.version is None:  # some servers answer a multipart completion without the header
                 meta = self.head(key) or meta
             return meta

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -22,11 +23,13 @@ from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 from xml.etree import ElementTree
 
 from ..local import md5_digest
-from ..store import ObjectMeta, StoreError
+from ..store import ObjectMeta, StoreError, chain
 
-#: Objects above this size are split into parts of `PART_SIZE` by the CRT.
+#: Objects above this size are split into parts by the CRT.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
-PART_SIZE = 16 * 1024 * 1024
+#: The CRT's buffer budget (its minimum): large transfers stay fast without
+#: holding a whole object in memory.
+MEMORY_LIMIT = 256 * 1024 * 1024
 _PROBE_KEY = "__pos3_probe__"
 
 
@@ -56,6 +59,7 @@ class CrtTransfers:
             part_size=part_size,
             multipart_upload_threshold=max(part_size, MULTIPART_THRESHOLD),
             throughput_target_gbps=10.0,
+            memory_limit=max(MEMORY_LIMIT, 8 * part_size),
         )
         self._bases: dict[str, tuple[str, str]] = {}
 
@@ -70,12 +74,12 @@ class CrtTransfers:
         host, prefix = base
         return host, prefix + quote(key, safe="/~")
 
-    def _request(
+    def _start(
         self, kind: str, path: str, host: str, headers: list[tuple[str, str]], what: str, **kwargs: Any
-    ) -> dict:
-        """Send one request of ``kind`` (GET_OBJECT, PUT_OBJECT or DEFAULT); return the response headers."""
+    ) -> Future:
+        """Start one request of ``kind`` (GET_OBJECT, PUT_OBJECT or DEFAULT); its future gives the response headers."""
         from awscrt.http import HttpHeaders, HttpRequest
-        from awscrt.s3 import S3RequestType, S3ResponseError
+        from awscrt.s3 import S3RequestType
 
         got: dict[str, str] = {}
 
@@ -84,13 +88,8 @@ class CrtTransfers:
 
         method = "PUT" if kind == "PUT_OBJECT" else "GET"
         request = HttpRequest(method, path, HttpHeaders([("Host", host), *headers]))
-        try:
-            self.crt.make_request(
-                type=S3RequestType[kind], request=request, on_headers=on_headers, **kwargs
-            ).finished_future.result()
-        except S3ResponseError as exc:
-            raise _map(exc, what) from None
-        return got
+        done = self.crt.make_request(type=S3RequestType[kind], request=request, on_headers=on_headers, **kwargs)
+        return _then(done.finished_future, lambda _: got, what)
 
     def list_page(self, bucket: str, prefix: str, token: str | None, start_after: str | None) -> ListPage:
         """One ListObjectsV2 page, parsed natively (no per-key Python objects beyond the results)."""
@@ -106,30 +105,33 @@ class CrtTransfers:
             body.extend(chunk)
 
         target = (path[:-1] if path.endswith("/") and path != "/" else path) + "?" + urlencode(query, quote_via=quote)
-        self._request(
-            "DEFAULT",
-            target,
-            host,
-            [],
-            f"Listing s3://{bucket}/{prefix}",
-            on_body=on_body,
-            operation_name="ListObjectsV2",
-        )
+        what = f"Listing s3://{bucket}/{prefix}"
+        self._start("DEFAULT", target, host, [], what, on_body=on_body, operation_name="ListObjectsV2").result()
         return _parse_list(bytes(body))
 
-    def get(self, bucket: str, key: str, dest: Path) -> ObjectMeta:
+    def start_get(self, bucket: str, key: str, dest: Path) -> Future:
+        """Download ``key`` into ``dest``; the future gives its `ObjectMeta`."""
         host, path = self._target(bucket, key)
         what = f"Downloading s3://{bucket}/{key}"
-        headers = self._request("GET_OBJECT", path, host, [], what, recv_filepath=str(dest))
-        return _meta(key, os.stat(dest).st_size, headers)
+        started = self._start("GET_OBJECT", path, host, [], what, recv_filepath=str(dest))
+        return _then(started, lambda headers: _meta(key, os.stat(dest).st_size, headers), what)
 
-    def put(self, bucket: str, key: str, src: Path, size: int) -> ObjectMeta:
+    def start_put(self, bucket: str, key: str, src: Path, size: int) -> Future:
+        """Upload ``src`` (of ``size`` bytes) to ``key``; the future gives its `ObjectMeta`."""
         host, path = self._target(bucket, key)
         headers = [("Content-Length", str(size))]
         if size <= MULTIPART_THRESHOLD:  # one request: let the server check the bytes it got
             headers.append(("Content-MD5", base64.b64encode(md5_digest(src)).decode()))
-        got = self._request("PUT_OBJECT", path, host, headers, f"Uploading s3://{bucket}/{key}", send_filepath=str(src))
-        return _meta(key, size, got)
+        what = f"Uploading s3://{bucket}/{key}"
+        started = self._start("PUT_OBJECT", path, host, headers, what, send_filepath=str(src))
+        return _then(started, lambda got: _meta(key, size, got), what)
+
+
+def _then(fut: Future, fn: Any, what: str) -> Future:
+    """A future of ``fn(fut.result())``; a CRT error becomes the matching Python exception."""
+    from awscrt.s3 import S3ResponseError
+
+    return chain(fut, fn, lambda exc: _map(exc, what) if isinstance(exc, S3ResponseError) else exc)
 
 
 @dataclass
@@ -201,7 +203,7 @@ def _map(exc: Any, what: str) -> Exception:
     body = (getattr(exc, "body", None) or b"")[:2000].decode("utf-8", "replace")
     code = body.split("<Code>", 1)[1].split("</Code>", 1)[0] if "<Code>" in body else str(status)
     if status == 416:
-        return EmptyObject(what)
+        return EmptyObject(f"{what}: the object is empty (or was emptied while it was read)")
     if status == 404:
         return FileNotFoundError(f"{what}: not found ({code})")
     if status == 403:

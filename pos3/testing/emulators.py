@@ -128,5 +128,3 @@ def _workdir(workdir: str | os.PathLike[str] | None, prefix: str) -> Iterator[Pa
     finally:
         if workdir is None:
             shutil.rmtree(d, ignore_errors=True)
-
-

@@ -109,7 +109,7 @@ class MemStore(ObjectStore):
             obj = b.objects.get(key)
         return obj.meta if obj else None
 
-    def get(self, key: str, dest: Path) -> ObjectMeta:
+    def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         b = _bucket(self.bucket)
         with b.lock:
             obj = b.objects.get(key)
