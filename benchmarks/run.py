@@ -430,7 +430,8 @@ def results_page(report: str, machine_text: str) -> str:
         "peer among rclone, rclone-32, s5cmd and aws-cli; below 1.00× it is faster. WRONG: the tool finished but "
         "its result did not match byte for byte; FAIL: it exited non-zero; skipped: an earlier step it builds on "
         "was not right (see Notes). The machine is shared, so absolute times are noisy; ratios within one run are "
-        "what to compare.\n\n" + report + "\n### Machine\n\n" + machine_text + "\n"
+        "what to compare. Where pos3 misses a target, `benchmarks/ANALYSIS.md` says where the time goes "
+        "(profiled) and what would close the gap.\n\n" + report + "\n### Machine\n\n" + machine_text + "\n"
     )
 
 
