@@ -159,6 +159,9 @@ def seaweedfs(workdir: str | os.PathLike[str] | None = None) -> Iterator[S3Serve
         "-master.telemetry=false",
         f"-s3.config={d / 's3.json'}",
         "-s3.allowDeleteBucketNotEmpty=false",
+        # Every bucket is a collection with volumes of its own; the default cap (free disk / 128 MB)
+        # runs out after a few dozen buckets on a small disk. Volumes are sparse, so a high cap is cheap.
+        "-volume.max=20000",
         f"-filer.localSocket={d / 'f.sock'}",
         f"-s3.localSocket={d / 's.sock'}",
     ]
