@@ -163,3 +163,17 @@ def test_reset_registry_forgets_plugins_that_are_gone(tmp_path: Path) -> None:
         store_spec("nosuch")
     assert "broken (" not in str(err.value)
     assert {"s3", "file", "mem"} <= set(schemes())
+
+
+def test_import_pos3_loads_no_cloud_sdk():
+    """`import pos3` stays fast: no store's SDK is imported until its scheme is used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pos3\n"
+        "heavy = ('boto3', 'botocore', 'awscrt', 'google.cloud', 'azure')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(heavy)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
