@@ -47,6 +47,15 @@ def _lowest_later_key(key: str) -> str:
     return key
 
 
+def checked_options(profile: Any, allowed: set[str], backend: str) -> dict[str, Any]:
+    """The profile's backend options as a dict; an option this backend does not know raises `ValueError`."""
+    opts = dict(profile.options)
+    unknown = set(opts) - allowed
+    if unknown:
+        raise ValueError(f"Unknown {backend} profile options: {', '.join(sorted(unknown))}")
+    return opts
+
+
 def b64_to_hex(digest: str | bytes | bytearray | None) -> str | None:
     """A base64 digest (str) or raw digest (bytes) as lowercase hex; ``None`` or empty stays ``None``."""
     if not digest:

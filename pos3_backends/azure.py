@@ -53,7 +53,7 @@ from pos3.hookspecs import StoreSpec, hookimpl
 from pos3.local import md5_digest
 from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError, batches
 
-from ._common import MiB, b64_to_hex, run_all, undeleted, utf8_order, widen_pool
+from ._common import MiB, b64_to_hex, checked_options, run_all, undeleted, utf8_order, widen_pool
 
 if TYPE_CHECKING:
     from pos3.profiles import Profile
@@ -129,10 +129,7 @@ class AzureBackend(Backend):
         import requests
         from azure.core.pipeline.transport import RequestsTransport
 
-        opts = dict(profile.options)
-        unknown = set(opts) - OPTIONS
-        if unknown:
-            raise ValueError(f"Unknown Azure profile options: {', '.join(sorted(unknown))}")
+        opts = checked_options(profile, OPTIONS, "Azure")
         self.page_size = int(opts.pop("page_size", LIST_PAGE))
         self.max_workers = max_workers
         self.batch_ok = True

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pos3.hookspecs import StoreSpec, hookimpl
 from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError, batches
 
-from ._common import b64_to_hex, run_all, undeleted, widen_pool
+from ._common import b64_to_hex, checked_options, run_all, undeleted, widen_pool
 
 if TYPE_CHECKING:
     from pos3.profiles import Profile
@@ -100,10 +100,7 @@ class GCSBackend(Backend):
 
     def __init__(self, profile: Profile, max_workers: int) -> None:
         storage = _sdk()
-        opts = dict(profile.options)
-        unknown = set(opts) - OPTIONS
-        if unknown:
-            raise ValueError(f"Unknown GCS profile options: {', '.join(sorted(unknown))}")
+        opts = checked_options(profile, OPTIONS, "GCS")
         self.page_size = int(opts.get("page_size", LIST_PAGE))
         self.max_workers = max_workers
         self.batch_ok = True  # cleared when the service turns out not to support batch requests

@@ -181,24 +181,6 @@ def test_anonymous_read_of_private_container_is_denied(az, az_container, azure_s
         pos3.download(f"az://{az_container}/d", profile=anonymous)
 
 
-def test_store_versions_and_hashes(az, az_container, az_profile, tmp_path):
-    store = AzureBackend(az_profile, 4).store(az_container)
-    src = tmp_path / "src"
-    src.write_bytes(b"hello")
-    first = store.put("k", src)
-    (listed,) = store.list("k")
-    assert listed.version == first.version and listed.md5 == first.md5 == "5d41402abc4b2a76b9719d911017c592"
-    assert store.head("k") == listed
-    src.write_bytes(b"HELLO")
-    second = store.put("k", src)
-    assert second.version != first.version and next(iter(store.list("k"))).version == second.version
-    got = store.get("k", tmp_path / "dest")
-    assert (tmp_path / "dest").read_bytes() == b"HELLO" and got.version == second.version and got.size == 5
-    assert store.head("nope") is None
-    with pytest.raises(FileNotFoundError):
-        store.get("nope", tmp_path / "x")
-
-
 def test_batch_delete_with_missing_keys(az, az_container, az_profile):
     put(az, az_container, {f"k{i:03d}": b"" for i in range(0, 300, 20)})
     store = AzureBackend(az_profile, 4).store(az_container)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -131,31 +130,11 @@ def test_paging_beyond_one_page(gcs, gcs_bucket, gcs_server, cache):
         assert len(pos3.ls(f"gs://{gcs_bucket}/d", recursive=True, profile=small)) == 24
 
 
-def test_store_versions_and_hashes(gcs, gcs_bucket, gcs_profile, tmp_path):
-    store = GCSBackend(gcs_profile, 4).store(gcs_bucket)
-    src = tmp_path / "src"
-    src.write_bytes(b"hello")
-    first = store.put("k", src)
-    (listed,) = store.list("k")
-    assert listed.version == first.version and listed.md5 == first.md5 == "5d41402abc4b2a76b9719d911017c592"
-    assert store.head("k") == listed
-    src.write_bytes(b"HELLO")
-    second = store.put("k", src)
-    assert second.version != first.version and next(iter(store.list("k"))).version == second.version
-    got = store.get("k", tmp_path / "dest")
-    assert (tmp_path / "dest").read_bytes() == b"HELLO" and got.version == second.version and got.size == 5
-    assert store.head("nope") is None
-    with pytest.raises(FileNotFoundError):
-        store.get("nope", tmp_path / "x")
-
-
 def test_delete_many_with_missing_keys(gcs, gcs_bucket, gcs_profile):
     put(gcs, gcs_bucket, {f"k{i}": b"" for i in range(0, 150, 10)})
     store = GCSBackend(gcs_profile, 8).store(gcs_bucket)
-    start = time.monotonic()
     store.delete(f"k{i}" for i in range(150))
     assert list(store.list("")) == []
-    assert time.monotonic() - start < 10
     assert store.backend.batch_ok is False  # fake-gcs-server has no batch endpoint: detected, then single deletes
 
 
