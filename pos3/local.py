@@ -34,7 +34,7 @@ def is_temp(name: str) -> bool:
     return name.startswith(TMP_PREFIX)
 
 
-def _sort_key(entry: os.DirEntry[str]) -> str:
+def sort_key(entry: os.DirEntry[str]) -> str:
     # A directory sorts as "name/" so that the walk yields full relative paths
     # in plain string order, the order object stores list keys in.
     return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
@@ -60,7 +60,7 @@ def walk(root: Path, exclude: Excluder | None = None, *, clean_temp: bool = Fals
 
 def _walk_dir(path: str, rel: str, exclude: Excluder | None, clean_temp: bool) -> Iterator[LocalEntry]:
     with os.scandir(path) as it:
-        entries = sorted(it, key=_sort_key)
+        entries = sorted(it, key=sort_key)
     for entry in entries:
         child = rel + entry.name
         if is_temp(entry.name):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..hookspecs import StoreSpec, hookimpl
-from ..local import TMP_PREFIX, UnsafeKeyError, check_rel, is_temp, prepare_parent
+from ..local import TMP_PREFIX, UnsafeKeyError, check_rel, is_temp, prepare_parent, sort_key
 from ..store import Backend, ObjectMeta, ObjectStore, StoreError
 
 if TYPE_CHECKING:
@@ -66,10 +66,6 @@ def _meta(key: str, st: os.stat_result) -> ObjectMeta:
     return ObjectMeta(key, st.st_size, f"{st.st_mtime_ns}-{st.st_size}", st.st_mtime)
 
 
-def _sort_key(entry: os.DirEntry[str]) -> str:
-    return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
-
-
 class FileStore(ObjectStore):
     """Objects as files under ``root`` (the bucket directory)."""
 
@@ -101,7 +97,7 @@ class FileStore(ObjectStore):
     def _walk(self, path: Path, rel: str, name_prefix: str) -> Iterator[ObjectMeta]:
         try:
             with os.scandir(path) as it:
-                entries = sorted((e for e in it if e.name.startswith(name_prefix)), key=_sort_key)
+                entries = sorted((e for e in it if e.name.startswith(name_prefix)), key=sort_key)
         except (FileNotFoundError, NotADirectoryError):
             return  # nothing under this prefix (or it vanished meanwhile)
         for entry in entries:
