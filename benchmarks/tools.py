@@ -225,7 +225,8 @@ def versions(inst: Installation | None) -> dict[str, str]:
 
 def base_env(scratch: Path) -> dict[str, str]:
     """The environment every tool starts from: no developer credentials or config files, no PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_", "PYTHON"))}
+    cloud = ("AWS_", "RCLONE_", "PYTHON", "GOOGLE_", "GCLOUD_", "CLOUDSDK_", "STORAGE_EMULATOR_HOST", "AZURE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(cloud)}
     env["AWS_CONFIG_FILE"] = str(scratch / "no-aws-config")
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(scratch / "no-aws-credentials")
     env["RCLONE_CONFIG"] = str(scratch / "rclone-empty.conf")

@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from benchmarks import backends, run, tools, workloads  # noqa: E402
 from benchmarks.workloads import Tree, copy_tree, verify_local, verify_remote, write_tree  # noqa: E402
 
+pytest_plugins = ["emulator_fixtures"]
+
 
 @pytest.fixture
 def golden(tmp_path: Path) -> Tree:
@@ -132,3 +134,43 @@ def test_small_workload_end_to_end(backend, bucket: str, tmp_path: Path) -> None
 
     md = run.table(results, ["pos3", "nothing"])
     assert md.count("**WRONG**") == 2 and "| pos3 ÷ best peer |" in md
+
+
+@pytest.fixture(params=["gcs", "azure"])
+def emulator_backend(request: pytest.FixtureRequest) -> backends.Backend:
+    """The harness's GCS or Azure backend on the tests' session emulator."""
+    if request.param == "gcs":
+        server = request.getfixturevalue("gcs_server")
+        return backends.GCSBackend(server.endpoint, server.project)
+    server = request.getfixturevalue("azure_server")
+    return backends.AzureBackend(server.endpoint, server.account_name, server.account_key, server.connection_string)
+
+
+def test_emulator_backends_point_rclone_and_pos3_at_the_emulator_and_verify(emulator_backend, golden: Tree) -> None:
+    b = emulator_backend
+    env = b.env()
+    if b.name == "gcs":
+        assert env["RCLONE_CONFIG_BENCH_TYPE"] == "google cloud storage"
+        assert env["RCLONE_CONFIG_BENCH_ENDPOINT"] == env["STORAGE_EMULATOR_HOST"] + "/storage/v1/"
+    else:
+        assert env["RCLONE_CONFIG_BENCH_TYPE"] == "azureblob"
+        assert env["RCLONE_CONFIG_BENCH_ENDPOINT"] in env["AZURE_STORAGE_CONNECTION_STRING"]
+    assert b.only_tools == {"rclone-32", "pos3"}
+    bucket = f"bench-harness-{os.getpid()}"
+    b.create_bucket(bucket)
+    remote = b.remote(bucket, "v")
+    b.seed(golden.root, remote)
+    assert verify_remote(b, remote, golden) == []
+    first, second, *_ = sorted(golden.md5)
+    b.put(remote, first, b"y" * 64)  # same size, other bytes
+    b.delete(remote, [second])
+    b.put(remote, "extra.bin", b"z")
+    problems = verify_remote(b, remote, golden)
+    assert sorted(problems) == sorted([f"content differs: {first}", f"missing {second}", "unexpected extra.bin"])
+
+
+def test_table_names_the_single_peer() -> None:
+    results = [run.Result("gcs", "w", "s", "rclone-32", 0, 2.0), run.Result("gcs", "w", "s", "pos3", 0, 1.0)]
+    md = run.table(results, ["rclone-32", "pos3"], versus="rclone-32")
+    assert "| pos3 ÷ rclone-32 |" in md and "0.4.0" not in md and "| 0.50× |" in md
+    assert "| pos3 ÷ best peer | 0.4.0 ÷ best peer |" in run.table(results, ["rclone-32", "pos3"])
