@@ -60,6 +60,7 @@ class CrtTransfers:
             multipart_upload_threshold=max(part_size, MULTIPART_THRESHOLD),
             throughput_target_gbps=10.0,
             memory_limit=max(MEMORY_LIMIT, 8 * part_size),
+            connect_timeout_ms=10_000,  # as the boto3 client's connect_timeout
         )
         self._bases: dict[str, tuple[str, str]] = {}
 
