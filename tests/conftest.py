@@ -12,6 +12,8 @@ import pytest
 
 from pos3.testing.servers import S3Server, seaweedfs
 
+pytest_plugins = ["reliability_report"]
+
 _counter = itertools.count()
 
 
