@@ -16,6 +16,7 @@ At the end of the session the table is printed, and when the whole suite ran
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +61,8 @@ def _scenario(item: pytest.Item) -> tuple[str, str] | None:
         return None
     text = mark.args[0] if mark.args else item.name
     params = getattr(getattr(item, "callspec", None), "params", {})
-    try:
+    with contextlib.suppress(KeyError, IndexError):
         text = text.format(**params)
-    except (KeyError, IndexError):
-        pass
     return mark.kwargs.get("group", "Other"), text
 
 
