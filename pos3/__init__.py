@@ -18,6 +18,7 @@ from .hookspecs import StoreSpec, hookimpl
 from .local import UnsafeKeyError
 from .mirror import DEFAULT_CACHE_ROOT, Mirror, active
 from .profiles import Profile, register_profile
+from .signals import Terminated
 from .store import Backend, ObjectMeta, ObjectStore, StoreError
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "StoreError",
     "StoreSpec",
     "SyncError",
+    "Terminated",
     "UnsafeKeyError",
     "download",
     "hookimpl",
@@ -55,6 +57,8 @@ def mirror(
     sync in flight finished) and a failed upload raises; on an exception,
     ``KeyboardInterrupt`` or non-zero ``SystemExit`` only registrations with
     ``sync_on_error=True`` are synced and the original exception propagates.
+    SIGTERM raises `Terminated` (a ``SystemExit`` with code 143) in the main
+    thread: an error exit, so ``sync_on_error=True`` uploads still run.
     """
     return Mirror(cache_root, show_progress, max_workers, default_profile)
 
