@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import time
 from multiprocessing.context import ForkServerContext
-from multiprocessing.synchronize import Event
+from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 
 PRELOAD = ["pos3", "pos3.stores.s3", "pos3.stores.s3_crt", "boto3", "awscrt.s3", "child_jobs"]
@@ -40,22 +40,38 @@ def transfer(kind: str, env: dict[str, str], cache: Path, url: str, local: Path,
             ready.set()
 
 
-def shared_root(
-    kind: str, env: dict[str, str], cache: Path, url: str, go: Event, rounds: int, writer: str | None
-) -> None:
-    """A rank of a job sharing one cache root: ``rounds`` downloads, or one sync whose
-    background uploads run while (with ``writer``) this rank writes files named after it."""
+def wave(env: dict[str, str], cache: Path, jobs: list[tuple[str, str]], rounds: int, go: Event) -> None:
+    """One process of a wave sharing a cache root: after ``go``, ``rounds`` times each of ``jobs``
+    (``("download", url)``, or ``("sync", url)``: registered once, then background uploads)."""
     os.environ.update(env)
     import pos3
 
-    go.wait(60)
+    assert go.wait(60)
     with pos3.mirror(cache_root=cache, show_progress=False, max_workers=4):
-        if kind == "download":
-            for _ in range(rounds):
-                pos3.download(url)
-            return
-        path = pos3.sync(url, interval=0.05, delete_remote=False)
-        for i in range(rounds):
-            if writer is not None:
-                (path / f"{writer}-{i:03d}.bin").write_bytes(os.urandom(4096 + i))
+        for _ in range(rounds):
+            for kind, url in jobs:
+                if kind == "download":
+                    pos3.download(url)
+                else:
+                    pos3.sync(url, interval=0.05, delete_remote=False)
+
+
+def rank(env: dict[str, str], cache: Path, ckpt: str, dataset: str, me: int, steps: int, go: Barrier) -> None:
+    """A rank of a job whose ranks share one cache: every rank syncs ``ckpt`` (background uploads
+    every 0.05 s); ranks 0 and 1 write checkpoints under ``r<rank>/`` (new files, and a ``latest.pt``
+    rewritten in place); the others download ``dataset`` meanwhile."""
+    os.environ.update(env)
+    import pos3
+
+    with pos3.mirror(cache_root=cache, show_progress=False, max_workers=4):
+        path = pos3.sync(ckpt, interval=0.05, delete_remote=False)
+        go.wait(60)  # every rank registered (and resumed) before any writes
+        mine = path / f"r{me}"
+        mine.mkdir(exist_ok=True)
+        for step in range(steps):
+            if me < 2:
+                (mine / f"step-{step:03d}.pt").write_bytes(os.urandom(1000 * (step % 7)))
+                (mine / "latest.pt").write_bytes(os.urandom(50_000 + 10_000 * (step % 5)))
+            else:
+                pos3.download(dataset)
             time.sleep(0.01)  # simulated work between checkpoints, not synchronisation

@@ -9,11 +9,9 @@ run that converges to an exact mirror.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from child_jobs import forked, transfer
+from mirror_checks import assert_records_honest, md5, poll, remote_listing
 
 import pos3
 from helpers import local_tree, remote_tree, write
@@ -32,19 +31,6 @@ MiB = 1024 * 1024
 SOAK = int(os.environ.get("POS3_SOAK", "1"))
 #: SIGKILLs per direction (a full run with POS3_SOAK=N kills N times as often).
 KILLS = 6 * SOAK
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def poll(condition, timeout: float = 30.0, every: float = 0.01):
-    """Wait until ``condition()`` is truthy or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(every)
-    return result
 
 
 # -- trees and their checks ------------------------------------------------------
@@ -77,15 +63,6 @@ def mutate(rng: random.Random, files: dict[str, bytes], step: int) -> dict[str, 
     return new
 
 
-def remote_listing(s3, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
-    """{rel: (size, ETag)} of every object under ``prefix``."""
-    out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            out[obj["Key"][len(prefix) :]] = (obj["Size"], obj["ETag"].strip('"'))
-    return out
-
-
 def assert_remote_is_one_of(listing: dict[str, tuple[int, str]], *versions: dict[str, bytes]) -> None:
     """Every object is complete: it holds exactly one of the given versions of its file."""
     for rel, (size, etag) in listing.items():
@@ -100,36 +77,6 @@ def assert_local_is_one_of(root: Path, *versions: dict[str, bytes]) -> None:
         if Path(rel).name.startswith(TMP_PREFIX):
             continue
         assert any(v.get(rel) == body for v in versions), f"{rel} holds none of its versions (partial or torn)"
-
-
-def state_records(cache: Path) -> list[tuple[str, int, int, int, str]]:
-    """Every record of every root under ``cache``, after SQLite's own integrity check passed."""
-    rows = []
-    for db in sorted((cache / ".pos3-state").glob("*.sqlite")):
-        conn = sqlite3.connect(db)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",), db
-            rows += conn.execute("SELECT * FROM records").fetchall()
-        finally:
-            conn.close()
-    return rows
-
-
-def assert_records_honest(cache: Path, local: Path, listing: dict[str, tuple[int, str]]) -> int:
-    """A record that both sides still match claims the two are equal: check that they are.
-    Returns how many records were checked that way."""
-    checked = 0
-    for rel, lsize, lmtime, rsize, version in state_records(cache):
-        path = local / rel
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        if (st.st_size, st.st_mtime_ns) != (lsize, lmtime) or listing.get(rel) != (rsize, version):
-            continue  # the next run sees a difference and transfers
-        assert md5(path.read_bytes()) == version, f"the record of {rel} claims equal files that differ"
-        checked += 1
-    return checked
 
 
 def progress(state: dict[str, bytes], old: dict[str, bytes], new: dict[str, bytes]) -> str:
