@@ -14,6 +14,7 @@ import os
 import random
 import threading
 from collections import defaultdict
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,15 @@ from mirror_checks import assert_records_honest, md5, poll, remote_listing
 
 import pos3
 from helpers import local_tree, remote_tree
+from pos3.executor import SyncError
 from pos3.local import TMP_PREFIX
+from pos3.patterns import Excluder
+from pos3.planner import Direction
+from pos3.state import StateDB
+from pos3.store import ObjectMeta, ObjectStore, StoreError
+from pos3.sync import Root
+from pos3.urls import parse
+from pos3.wrappers import WrappedStore
 
 MiB = 1024 * 1024
 SOAK = int(os.environ.get("POS3_SOAK", "1"))
@@ -197,3 +206,63 @@ def test_background_uploads_racing_a_writer(s3, bucket, cache, caplog, mode, cli
     failed = caplog.text.count("background upload of") - caplog.text.count("copied")
     print(f"\n{mode}/{client}: {len(versions)} versions seen remotely, {resent} re-sends, {failed} failed uploads")
     reliability.runs(1)
+
+
+class RefusedWhileWritten(WrappedStore):
+    """The first put finds the job rewriting the file and fails, as a store's checksum check does
+    (S3 answers 400 BadDigest when the body no longer matches the Content-MD5 computed from it)."""
+
+    def __init__(self, inner: ObjectStore, native: bool, rewrite: bool) -> None:
+        super().__init__(inner)
+        self.native, self.rewrite, self.calls = native, rewrite, 0
+
+    def _first(self, src: Path) -> StoreError | None:
+        self.calls += 1
+        if self.calls > 1:
+            return None
+        if self.rewrite:
+            src.write_bytes(b"the finished checkpoint")
+        return StoreError("Uploading: HTTP 400 BadDigest (injected)")
+
+    def put(self, key: str, src: Path) -> ObjectMeta:
+        if (err := self._first(src)) is not None:
+            raise err
+        return self.inner.put(key, src)
+
+    def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
+        if not self.native:
+            return None
+        if (err := self._first(src)) is not None:
+            failed: Future[ObjectMeta] = Future()
+            failed.set_exception(err)
+            return failed
+        return self.inner.start_put(key, src)
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["put", "start_put"])
+def test_a_put_refused_because_the_file_changed_is_sent_again(s3, bucket, cache, tmp_path, native):
+    local = tmp_path / "ck"
+    local.mkdir()
+    (local / "model.pt").write_bytes(b"half-written")
+    with pos3.mirror(cache_root=cache, show_progress=False) as m:
+        url = parse(f"s3://{bucket}/ck")
+        store = RefusedWhileWritten(m.store(url, pos3.Profile()), native, rewrite=True)
+        root = Root(url, store, local, False, Excluder(None), StateDB(tmp_path / "s.sqlite"))
+        root.sync(Direction.UP, delete=True, max_workers=2, show_progress=False)
+    assert store.calls == 2
+    assert remote_tree(s3, bucket, "ck/") == {"model.pt": b"the finished checkpoint"}
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["put", "start_put"])
+def test_a_put_that_fails_on_an_unchanged_file_is_reported(s3, bucket, cache, tmp_path, native):
+    local = tmp_path / "ck"
+    local.mkdir()
+    (local / "model.pt").write_bytes(b"stable")
+    with pos3.mirror(cache_root=cache, show_progress=False) as m:
+        url = parse(f"s3://{bucket}/ck")
+        store = RefusedWhileWritten(m.store(url, pos3.Profile()), native, rewrite=False)
+        root = Root(url, store, local, False, Excluder(None), StateDB(tmp_path / "s.sqlite"))
+        with pytest.raises(SyncError, match="BadDigest"):
+            root.sync(Direction.UP, delete=True, max_workers=2, show_progress=False)
+    assert store.calls == 1
+    assert remote_tree(s3, bucket, "ck/") == {}
