@@ -15,9 +15,9 @@ handler raising `Terminated` in the main thread, like Ctrl-C raises
 * a SIGTERM arriving while the block is already exiting does not interrupt
   the final uploads: they finish, then `Terminated` is raised;
 * once a SIGTERM was received, a second SIGTERM or a SIGINT during the final
-  uploads ends the process at once with the signal's default action. Nothing
-  is torn: puts are atomic, downloads write temporary files, and the state
-  database is transactional.
+  uploads ends the process at once with the signal's default action (unless
+  that signal is ignored). Nothing is torn: puts are atomic, downloads write
+  temporary files, and the state database is transactional.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 log = logging.getLogger("pos3")
-
-_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class Terminated(SystemExit):
@@ -92,7 +93,7 @@ class SignalGuard:
             return
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(sig)
-            if previous is not None:  # None: set outside Python, cannot be restored
+            if previous not in (None, signal.SIG_IGN):  # an ignored signal stays ignored; None cannot be restored
                 self._saved[sig] = previous
                 signal.signal(sig, signal.SIG_DFL)
         log.warning("pos3: SIGTERM: finishing the final uploads; another SIGTERM or Ctrl-C stops at once")
