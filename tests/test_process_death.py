@@ -43,7 +43,7 @@ def make_tree(rng: random.Random) -> dict[str, bytes]:
         sub = f"d{i % 6}/" + ("deep/er/" if i % 9 == 0 else "")
         files[f"{sub}f{i:03d}.bin"] = rng.randbytes(rng.choice([0, 1, 700, 4096, 20_000]))
     for i in range(3):
-        files[f"big/b{i}.bin"] = rng.randbytes(rng.randint(1, 4) * MiB + rng.randint(0, 4096))
+        files[f"big/b{i}.bin"] = rng.randbytes(rng.randint(1, 3) * MiB + rng.randint(0, 4096))
     return files
 
 
