@@ -27,11 +27,12 @@ def forked() -> ForkServerContext:
 
 def transfer(kind: str, env: dict[str, str], cache: Path, url: str, local: Path, ready: Event) -> None:
     """One ``pos3.download`` or one exit-time ``pos3.upload`` of ``url`` to/from ``local``;
-    ``ready`` is set just before the transfer starts."""
+    ``ready`` is set just before the transfer starts, once the store's clients exist."""
     os.environ.update(env)
     import pos3
 
-    with pos3.mirror(cache_root=cache, show_progress=False, max_workers=4):
+    with pos3.mirror(cache_root=cache, show_progress=False, max_workers=1):  # a long transfer phase
+        pos3.ls(url)  # connects: kill points then fall in the transfer itself
         if kind == "download":
             ready.set()
             pos3.download(url, local=local)

@@ -49,7 +49,7 @@ def make_tree(rng: random.Random) -> dict[str, bytes]:
 
 def mutate(rng: random.Random, files: dict[str, bytes], step: int) -> dict[str, bytes]:
     """A third of the files rewritten (half of them at the same size), one removed, two added,
-    and one multi-MiB file rewritten at the same size."""
+    and two multi-MiB files rewritten at the same size."""
     new = dict(files)
     small = sorted(k for k in new if not k.startswith("big/"))
     for rel in rng.sample(small, len(small) // 3):
@@ -58,8 +58,8 @@ def mutate(rng: random.Random, files: dict[str, bytes], step: int) -> dict[str, 
     del new[rng.choice(small)]
     for j in range(2):
         new[f"d{j}/new-{step}-{j}.bin"] = rng.randbytes(rng.choice([0, 10, 9000]))
-    big = rng.choice(sorted(k for k in new if k.startswith("big/")))
-    new[big] = rng.randbytes(len(new[big]))
+    for big in rng.sample(sorted(k for k in new if k.startswith("big/")), 2):
+        new[big] = rng.randbytes(len(new[big]))
     return new
 
 
@@ -124,12 +124,13 @@ class Killer:
             f"{self.honest} records matching both sides checked equal"
         )
 
-    def run_and_kill(self, rng: random.Random) -> None:
-        """One child, killed at a random point of its transfer."""
-        self.run(rng.uniform(0, self.window))
+    def run_and_kill(self, rng: random.Random) -> bool:
+        """One child, killed at a random point of its transfer; False if it finished first."""
+        return self.run(rng.uniform(0, self.window))
 
-    def run(self, kill_after: float | None) -> None:
-        """One child; kill it ``kill_after`` seconds after its transfer began (None: let it finish)."""
+    def run(self, kill_after: float | None) -> bool:
+        """One child; kill it ``kill_after`` seconds after its transfer began (None: let it finish).
+        Returns whether it was killed."""
         ready = self.ctx.Event()
         proc = self.ctx.Process(target=transfer, args=(*self.args, ready))
         proc.start()
@@ -147,10 +148,11 @@ class Killer:
                 proc.join()
         if proc.exitcode == -signal.SIGKILL:
             self.killed += 1
-        else:
-            assert proc.exitcode == 0, f"the child failed with exit code {proc.exitcode}"
-            self.finished += 1
-            self.window = min(self.window, took)
+            return True
+        assert proc.exitcode == 0, f"the child failed with exit code {proc.exitcode}"
+        self.finished += 1
+        self.window = min(self.window, took)
+        return False
 
 
 @pytest.mark.reliability("SIGKILL at random points of an upload: the next run converges", group="Process death")
@@ -165,14 +167,14 @@ def test_sigkill_during_upload(s3, s3_server, bucket, cache, tmp_path, reliabili
     for step in range(KILLS + 1):
         new = mutate(rng, files, step)
         apply_local(local, files, new)
-        killer.run(None) if step == 0 else killer.run_and_kill(rng)  # step 0 measures a step's length
+        killed = killer.run(None) if step == 0 else killer.run_and_kill(rng)  # step 0: how long a step takes
         listing = remote_listing(s3, bucket, prefix)
         assert_remote_is_one_of(listing, files, new)
         remote = {
             rel: new[rel] if rel in new and listing[rel] == (len(new[rel]), md5(new[rel])) else files[rel]
             for rel in listing
         }
-        killer.landed[progress(remote, files, new)] += step > 0
+        killer.landed[progress(remote, files, new)] += killed
         killer.honest += assert_records_honest(cache, local, listing)
         with pos3.mirror(cache_root=cache, show_progress=False):
             pos3.upload(f"s3://{bucket}/out", local=local, interval=None)
@@ -198,11 +200,11 @@ def test_sigkill_during_download(s3, s3_server, bucket, cache, tmp_path, reliabi
     for step in range(KILLS + 1):
         new = mutate(rng, files, step)
         apply_remote(s3, bucket, prefix, files, new)
-        killer.run(None) if step == 0 else killer.run_and_kill(rng)
+        killed = killer.run(None) if step == 0 else killer.run_and_kill(rng)
         assert_local_is_one_of(dest, files, new)
         tree = local_tree(dest)
         leftovers += sum(1 for rel in tree if Path(rel).name.startswith(TMP_PREFIX))
-        killer.landed[progress(tree, files, new)] += step > 0
+        killer.landed[progress(tree, files, new)] += killed
         listing = remote_listing(s3, bucket, prefix)
         killer.honest += assert_records_honest(cache, dest, listing)
         with pos3.mirror(cache_root=cache, show_progress=False):
