@@ -308,15 +308,15 @@ class Mirror:
             if not rel or fs.is_temp(rel.rsplit("/", 1)[-1]):
                 continue
             if not recursive and "/" in rel:
-                child = str(url.with_key(dir_prefix + rel.split("/", 1)[0] + "/"))
+                child = url.with_key(dir_prefix + rel.split("/", 1)[0] + "/").qualified
                 if not out or out[-1] != child:
                     out.append(child)
                 continue
             if rel.endswith("/"):
                 continue
-            out.append(str(url.with_key(meta.key)))
+            out.append(url.with_key(meta.key).qualified)
         if not out and url.key and not url.key.endswith("/") and store.head(url.key) is not None:
-            out.append(str(url))
+            out.append(url.qualified)
         return out
 
 

@@ -48,7 +48,12 @@ class Resolver:
         self._lock = threading.RLock()
         self._backends: dict[tuple[str, Profile], Backend] = {}
         self._stores: dict[tuple[str, Profile, str], ObjectStore] = {}
-        self.default_profile = profiles.resolve(default_profile)
+        #: Each name is looked up once per mirror (code registrations, then the profiles file).
+        self._named: dict[str, Profile] = {}
+        #: The profile using each cache directory in this mirror: two different ones never share one.
+        self._local_names: dict[str, Profile] = {profiles.DEFAULT_LOCAL_NAME: profiles.DEFAULT}
+        self.default_profile = profiles.DEFAULT
+        self.default_profile = self.profile(default_profile)
 
     def locate(
         self,
@@ -75,16 +80,38 @@ class Resolver:
         return Location(parsed, prof, store, path)
 
     def profile(self, arg: str | Profile | None, url_profile: str | None = None) -> Profile:
-        """The profile in effect: the URL's name wins over ``arg``, which wins over the mirror's default."""
-        if url_profile is not None:
-            return profiles.resolve(url_profile)
-        if arg is None:
+        """The profile in effect: the URL's name wins over ``arg``, which wins over the mirror's default.
+
+        An unknown name raises `ValueError`; a profile whose ``local_name`` another profile of this
+        mirror already uses raises `ValueError` (they would share a cache directory).
+        """
+        chosen = url_profile if url_profile is not None else arg
+        if chosen is None:
             return self.default_profile
-        return profiles.resolve(arg)
+        with self._lock:
+            if isinstance(chosen, str):
+                if chosen not in self._named:
+                    self._named[chosen] = profiles.resolve(chosen)
+                prof = self._named[chosen]
+            else:
+                prof = profiles.resolve(chosen)
+            self._claim(prof)
+            return prof
+
+    def _claim(self, prof: Profile) -> None:
+        other = self._local_names.setdefault(prof.local_name, prof)
+        if other != prof:
+            what = (
+                "is reserved for the default profile"
+                if prof.local_name == profiles.DEFAULT_LOCAL_NAME
+                else f"is already used in this mirror by {other!r} ({profiles.differences(other, prof)})"
+            )
+            raise ValueError(f"{prof!r}: local_name {prof.local_name!r} {what}; give each profile its own local_name")
 
     def store(self, url: RemoteURL, profile: Profile) -> ObjectStore:
         """The store for ``url``'s bucket under ``profile``: the one place a mirror creates stores."""
         with self._lock:
+            self._claim(profile)
             skey = (url.scheme, profile, url.bucket)
             if skey not in self._stores:
                 bkey = (url.scheme, profile)
