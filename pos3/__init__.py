@@ -130,5 +130,8 @@ def sync(
 
 
 def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[Any]:
-    """List a remote prefix (full URLs; sub-prefixes end in '/' unless ``recursive``) or a local directory (paths)."""
+    """List a remote prefix (full URLs; sub-prefixes end in '/' unless ``recursive``) or a local directory (paths).
+
+    URLs keep the profile the prefix named (``s3://NAME@bucket/...``), so they round-trip.
+    """
     return active().ls(prefix, recursive, profile)

@@ -1,7 +1,7 @@
 """The mirror lifecycle: one `Mirror` per ``with pos3.mirror():`` block.
 
-It owns the stores (one backend client per profile), the registered roots,
-the background upload threads, and the exit rules:
+It owns the registered roots, the background upload threads, the exit rules,
+and a `Resolver` (`pos3.resolve`) that turns locations into stores and paths:
 
 * a clean exit (no exception, or ``SystemExit`` with code 0/None) waits for
   in-flight background syncs, then syncs every registered upload; a failed
@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from . import local as fs
-from . import plugins, profiles
 from .executor import Summary, SyncError
 from .patterns import Excluder
 from .planner import Direction
 from .profiles import Profile
+from .resolve import Location, Resolver
 from .state import StateDB, state_path
-from .store import Backend, ObjectStore
+from .store import ObjectStore
 from .sync import Root
-from .urls import RemoteURL, is_remote, parse
+from .urls import RemoteURL
 
 log = logging.getLogger("pos3")
 
@@ -83,10 +83,9 @@ class Mirror:
         self.cache_root = Path(cache_root).expanduser().absolute()
         self.show_progress = show_progress
         self.max_workers = max_workers
-        self.default_profile = profiles.resolve(default_profile)
+        self.resolver = Resolver(self.cache_root, max_workers, default_profile)
+        self.default_profile = self.resolver.default_profile
         self._lock = threading.RLock()
-        self._backends: dict[tuple[str, Profile], Backend] = {}
-        self._stores: dict[tuple[str, Profile, str], ObjectStore] = {}
         self._registrations: list[Registration] = []
         self._states: list[StateDB] = []
 
@@ -138,46 +137,18 @@ class Mirror:
     def _close(self) -> None:
         for state in self._states:
             state.close()
-        for backend in self._backends.values():
-            backend.close()
+        self.resolver.close()
 
     # -- stores and roots -----------------------------------------------------
 
     def store(self, url: RemoteURL, profile: Profile) -> ObjectStore:
-        """The store for ``url``'s bucket under ``profile`` (one backend client per profile)."""
-        with self._lock:
-            skey = (url.scheme, profile, url.bucket)
-            if skey not in self._stores:
-                bkey = (url.scheme, profile)
-                if bkey not in self._backends:
-                    spec = plugins.store_spec(url.scheme)
-                    self._backends[bkey] = spec.connect(profile, self.max_workers)
-                self._stores[skey] = self._backends[bkey].store(url.bucket)
-            return self._stores[skey]
-
-    def cache_path(self, url: RemoteURL, profile: Profile) -> Path:
-        """``cache_root / <profile local_name> / <bucket> / <key>`` for ``s3://``;
-        other schemes use ``<local_name>.<scheme>`` so that ``gs://data`` and
-        ``s3://data`` never share a directory."""
-        key = url.key.rstrip("/")
-        if key:
-            fs.check_rel(key, url.key)
-        top = profile.local_name if url.scheme == "s3" else f"{profile.local_name}.{url.scheme}"
-        return fs.target(self.cache_root / top / url.bucket, key)
-
-    def _resolve(
-        self, remote: str, local: str | os.PathLike[str] | None, profile: str | Profile | None
-    ) -> tuple[RemoteURL, Profile, Path]:
-        url = parse(remote)
-        prof = profiles.resolve(profile, self.default_profile)
-        path = Path(local).expanduser().absolute() if local is not None else self.cache_path(url, prof)
-        return url, prof, path
+        """The store for ``url``'s bucket under ``profile`` (see `Resolver.store`)."""
+        return self.resolver.store(url, profile)
 
     def _register(
         self,
         kind: str,
-        url: RemoteURL,
-        prof: Profile,
+        loc: Location,
         path: Path,
         args: tuple[Any, ...],
         single: bool,
@@ -185,6 +156,7 @@ class Mirror:
         **options: Any,
     ) -> tuple[Registration, bool]:
         """Register a root, or return the identical earlier one (with ``False``); raise on a conflict."""
+        url, prof = loc.url, loc.profile
         for reg in self._registrations:
             if reg.root.local == path and reg.kind == kind and reg.args == args:
                 return reg, False
@@ -194,16 +166,10 @@ class Mirror:
         state = StateDB(state_path(state_dir, identity))
         self._states.append(state)
         lock = state_path(state_dir, str(path)).with_suffix(".lock")
-        root = Root(url, self.store(url, prof), path, single, Excluder(exclude), state, lock)
+        root = Root(url, loc.store, path, single, Excluder(exclude), state, lock)
         reg = Registration(kind, root, prof, args, **options)
         self._registrations.append(reg)
         return reg, True
-
-    def _is_single_remote(self, url: RemoteURL, prof: Profile) -> bool:
-        """True when ``url`` names one object (not a prefix ending in '/')."""
-        if not url.key or url.key.endswith("/"):
-            return False
-        return self.store(url, prof).head(url.key) is not None
 
     # -- the API --------------------------------------------------------------
 
@@ -215,13 +181,14 @@ class Mirror:
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
     ) -> Path:
-        if not is_remote(remote):
-            return Path(remote)
-        url, prof, path = self._resolve(str(remote), local, profile)
-        args = (str(url), prof, delete, tuple(exclude or ()))
+        loc = self.resolver.locate(remote, profile, local)
+        if isinstance(loc, Path):
+            return loc
+        path = loc.local_path
+        args = (str(loc.url), loc.profile, delete, tuple(exclude or ()))
         with self._lock:
-            single = self._is_single_remote(url, prof)
-            reg, _ = self._register("download", url, prof, path, args, single, exclude)
+            single = self.resolver.is_single(loc)
+            reg, _ = self._register("download", loc, path, args, single, exclude)
         reg.root.sync(Direction.DOWN, delete=delete, max_workers=self.max_workers, show_progress=self.show_progress)
         if not single:
             path.mkdir(parents=True, exist_ok=True)  # a prefix holding only directory markers
@@ -237,15 +204,16 @@ class Mirror:
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
     ) -> Path:
-        if not is_remote(remote):
-            return Path(remote)
-        url, prof, path = self._resolve(str(remote), local, profile)
+        loc = self.resolver.locate(remote, profile, local)
+        if isinstance(loc, Path):
+            return loc
+        path = loc.local_path
         _check_interval(interval)
-        args = (str(url), prof, interval, delete, sync_on_error, tuple(exclude or ()))
+        args = (str(loc.url), loc.profile, interval, delete, sync_on_error, tuple(exclude or ()))
         options = {"interval": interval, "delete_remote": delete, "sync_on_error": sync_on_error}
         with self._lock:
             single = path.is_file()
-            reg, new = self._register("upload", url, prof, path, args, single, exclude, **options)
+            reg, new = self._register("upload", loc, path, args, single, exclude, **options)
             if new and not single:
                 path.mkdir(parents=True, exist_ok=True)
         if new:
@@ -263,15 +231,16 @@ class Mirror:
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
     ) -> Path:
-        if not is_remote(remote):
-            return Path(remote)
-        url, prof, path = self._resolve(str(remote), local, profile)
+        loc = self.resolver.locate(remote, profile, local)
+        if isinstance(loc, Path):
+            return loc
+        path = loc.local_path
         _check_interval(interval)
-        args = (str(url), prof, interval, delete_local, delete_remote, sync_on_error, tuple(exclude or ()))
+        args = (str(loc.url), loc.profile, interval, delete_local, delete_remote, sync_on_error, tuple(exclude or ()))
         options = {"interval": interval, "delete_remote": delete_remote, "sync_on_error": sync_on_error}
         with self._lock:
-            single = self._is_single_remote(url, prof) or path.is_file()
-            reg, new = self._register("sync", url, prof, path, args, single, exclude, **options)
+            single = self.resolver.is_single(loc) or path.is_file()
+            reg, new = self._register("sync", loc, path, args, single, exclude, **options)
         if not new:
             return path
         try:
@@ -328,11 +297,10 @@ class Mirror:
     # -- listing --------------------------------------------------------------
 
     def ls(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list:
-        if not is_remote(prefix):
-            return _ls_local(Path(prefix).expanduser(), recursive)
-        url = parse(str(prefix))
-        prof = profiles.resolve(profile, self.default_profile)
-        store = self.store(url, prof)
+        loc = self.resolver.locate(prefix, profile)
+        if isinstance(loc, Path):
+            return _ls_local(loc.expanduser(), recursive)
+        url, store = loc.url, loc.store
         dir_prefix = url.dir_prefix
         out: list[str] = []
         for meta in store.list(dir_prefix):
@@ -340,15 +308,15 @@ class Mirror:
             if not rel or fs.is_temp(rel.rsplit("/", 1)[-1]):
                 continue
             if not recursive and "/" in rel:
-                child = str(url.with_key(dir_prefix + rel.split("/", 1)[0] + "/"))
+                child = url.with_key(dir_prefix + rel.split("/", 1)[0] + "/").qualified
                 if not out or out[-1] != child:
                     out.append(child)
                 continue
             if rel.endswith("/"):
                 continue
-            out.append(str(url.with_key(meta.key)))
+            out.append(url.with_key(meta.key).qualified)
         if not out and url.key and not url.key.endswith("/") and store.head(url.key) is not None:
-            out.append(str(url))
+            out.append(url.qualified)
         return out
 
 

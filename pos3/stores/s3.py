@@ -65,6 +65,23 @@ def _map_error(exc: Exception, what: str) -> Exception:
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+def _isolated_session(public: bool) -> Any:
+    """A botocore session that reads no AWS_* configuration variable (``AWS_PROFILE``,
+    ``AWS_REGION``, ``AWS_CONFIG_FILE``...) and no ``~/.aws`` file, and whose only credential
+    source is ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (none for a public profile): for
+    profiles that set an endpoint, credentials or ``public``. Explicit keys replace the source."""
+    import botocore.session
+    from botocore.credentials import CredentialResolver, EnvProvider
+
+    blank = {
+        name: (config_key, None, os.devnull if name in ("config_file", "credentials_file") else default, convert)
+        for name, (config_key, _env, default, convert) in botocore.session.Session.SESSION_VARIABLES.items()
+    }
+    session = botocore.session.Session(session_vars=blank)
+    session.register_component("credential_provider", CredentialResolver([] if public else [EnvProvider()]))
+    return session
+
+
 class S3Backend(Backend):
     """One boto3 client per profile, with a pool wide enough for every worker."""
 
@@ -82,7 +99,19 @@ class S3Backend(Backend):
         ):
             if opt in opts:
                 keys[arg] = opts.pop(opt)
-        session = boto3.session.Session(profile_name=opts.pop("aws_profile", None), **({} if profile.public else keys))
+        aws_profile = opts.pop("aws_profile", None)
+        isolated = aws_profile is None and (profile.public or profile.endpoint is not None or bool(keys))
+        session = boto3.session.Session(
+            botocore_session=_isolated_session(profile.public) if isolated else None,
+            profile_name=aws_profile,
+            **({} if profile.public else keys),
+        )
+        if isolated and not profile.public and session.get_credentials() is None:
+            raise ValueError(
+                f"S3 profile {profile.local_name!r} (endpoint {profile.endpoint}) has no credentials: give "
+                "access_key and secret_key (or a credentials_file), public=True or aws_profile, "
+                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
         config = Config(
             max_pool_connections=max(10, 2 * max_workers),
             retries={"mode": "standard", "max_attempts": 8},
@@ -91,6 +120,7 @@ class S3Backend(Backend):
             connect_timeout=10,
             read_timeout=120,
             tcp_keepalive=True,
+            ignore_configured_endpoint_urls=True if isolated else None,
         )
         kwargs: dict[str, Any] = {"config": config}
         if profile.endpoint:
