@@ -23,7 +23,7 @@ from typing import Any
 
 from . import local as fs
 from . import plugins, profiles
-from .executor import Summary, SyncError
+from .executor import DeleteGuard, Summary, SyncError, check_max_delete
 from .patterns import Excluder
 from .planner import Direction
 from .profiles import Profile
@@ -60,6 +60,7 @@ class Registration:
     interval: float | None = None
     delete_remote: bool = True
     sync_on_error: bool = False
+    guard: DeleteGuard = DeleteGuard()
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -77,9 +78,12 @@ class Mirror:
         show_progress: bool = True,
         max_workers: int = 10,
         default_profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        check_max_delete(max_delete)
+        self.max_delete = max_delete
         self.cache_root = Path(cache_root).expanduser().absolute()
         self.show_progress = show_progress
         self.max_workers = max_workers
@@ -205,6 +209,36 @@ class Mirror:
             return False
         return self.store(url, prof).head(url.key) is not None
 
+    def _guard(self, max_delete: int | float | None, allow_wipe: bool) -> DeleteGuard:
+        """The delete guard of one call: its own ``max_delete``, else the mirror's."""
+        return DeleteGuard(self.max_delete if max_delete is None else max_delete, allow_wipe)
+
+    def _check_destination(self, url: RemoteURL, prof: Profile, single: bool) -> None:
+        """One listing request, at registration: the bucket exists and is reachable
+        (`FileNotFoundError` / `PermissionError` now rather than at exit), and an
+        upload would not make one key both an object and a prefix."""
+        store = self.store(url, prof)
+        probe = url.key + "/" if single else url.key.rstrip("/")
+        if single and (not url.key or url.key.endswith("/")):
+            raise IsADirectoryError(f"Cannot upload a file to {url}: a URL ending in '/' names a prefix")
+        listing = store.list(probe)
+        try:
+            first = next(iter(listing), None)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"Cannot upload to {url}: bucket {url.bucket!r} not found ({exc})") from exc
+        except PermissionError as exc:
+            raise PermissionError(f"Cannot upload to {url}: listing bucket {url.bucket!r} was refused ({exc})") from exc
+        finally:
+            close = getattr(listing, "close", None)
+            if close is not None:
+                close()
+        if first is None:
+            return
+        if single:
+            raise IsADirectoryError(f"Cannot upload a file to {url}: {url.dir_prefix} is a prefix holding objects")
+        if probe and first.key == probe:
+            raise NotADirectoryError(f"Cannot upload a directory to {url}: an object exists at exactly that key")
+
     # -- the API --------------------------------------------------------------
 
     def download(
@@ -214,15 +248,20 @@ class Mirror:
         delete: bool = True,
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        allow_wipe: bool = False,
     ) -> Path:
         if not is_remote(remote):
             return Path(remote)
         url, prof, path = self._resolve(str(remote), local, profile)
-        args = (str(url), prof, delete, tuple(exclude or ()))
+        guard = self._guard(max_delete, allow_wipe)
+        args = (str(url), prof, delete, tuple(exclude or ()), guard)
         with self._lock:
             single = self._is_single_remote(url, prof)
             reg, _ = self._register("download", url, prof, path, args, single, exclude)
-        reg.root.sync(Direction.DOWN, delete=delete, max_workers=self.max_workers, show_progress=self.show_progress)
+        reg.root.sync(
+            Direction.DOWN, delete=delete, max_workers=self.max_workers, show_progress=self.show_progress, guard=guard
+        )
         if not single:
             path.mkdir(parents=True, exist_ok=True)  # a prefix holding only directory markers
         return path
@@ -236,15 +275,20 @@ class Mirror:
         sync_on_error: bool = False,
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        allow_wipe: bool = False,
     ) -> Path:
         if not is_remote(remote):
             return Path(remote)
         url, prof, path = self._resolve(str(remote), local, profile)
         _check_interval(interval)
-        args = (str(url), prof, interval, delete, sync_on_error, tuple(exclude or ()))
-        options = {"interval": interval, "delete_remote": delete, "sync_on_error": sync_on_error}
+        guard = self._guard(max_delete, allow_wipe)
+        args = (str(url), prof, interval, delete, sync_on_error, tuple(exclude or ()), guard)
+        options = {"interval": interval, "delete_remote": delete, "sync_on_error": sync_on_error, "guard": guard}
         with self._lock:
             single = path.is_file()
+            if not any(r.args == args and r.root.local == path for r in self._registrations):
+                self._check_destination(url, prof, single)
             reg, new = self._register("upload", url, prof, path, args, single, exclude, **options)
             if new and not single:
                 path.mkdir(parents=True, exist_ok=True)
@@ -262,15 +306,20 @@ class Mirror:
         sync_on_error: bool = False,
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        allow_wipe: bool = False,
     ) -> Path:
         if not is_remote(remote):
             return Path(remote)
         url, prof, path = self._resolve(str(remote), local, profile)
         _check_interval(interval)
-        args = (str(url), prof, interval, delete_local, delete_remote, sync_on_error, tuple(exclude or ()))
-        options = {"interval": interval, "delete_remote": delete_remote, "sync_on_error": sync_on_error}
+        guard = self._guard(max_delete, allow_wipe)
+        args = (str(url), prof, interval, delete_local, delete_remote, sync_on_error, tuple(exclude or ()), guard)
+        options = {"interval": interval, "delete_remote": delete_remote, "sync_on_error": sync_on_error, "guard": guard}
         with self._lock:
             single = self._is_single_remote(url, prof) or path.is_file()
+            if not any(r.args == args and r.root.local == path for r in self._registrations):
+                self._check_destination(url, prof, single)
             reg, new = self._register("sync", url, prof, path, args, single, exclude, **options)
         if not new:
             return path
@@ -282,6 +331,7 @@ class Mirror:
                 max_workers=self.max_workers,
                 show_progress=self.show_progress,
                 missing_ok=True,
+                guard=guard,
             )
         except BaseException:
             with self._lock:
@@ -323,7 +373,13 @@ class Mirror:
         if not root.local.exists():
             raise FileNotFoundError(f"Cannot upload {root.local} to {root.url}: the local path no longer exists")
         progress = self.show_progress if show_progress is None else show_progress
-        return root.sync(Direction.UP, delete=reg.delete_remote, max_workers=self.max_workers, show_progress=progress)
+        return root.sync(
+            Direction.UP,
+            delete=reg.delete_remote,
+            max_workers=self.max_workers,
+            show_progress=progress,
+            guard=reg.guard,
+        )
 
     # -- listing --------------------------------------------------------------
 
