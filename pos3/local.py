@@ -274,11 +274,50 @@ def temp_beside(path: Path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{stem}.{secrets.token_hex(4)}")
 
 
+def umask() -> int:
+    """The process umask, read without changing it where the platform allows (Linux)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then put it back at once
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode pos3 creates files with: 0o666 under the umask, never world-writable."""
+    return 0o666 & ~umask() & ~stat.S_IWOTH
+
+
+def make_dirs(path: Path) -> None:
+    """``mkdir -p`` under the umask; a directory it creates is never left world-writable
+    (one extra ``stat`` per created directory; existing directories are left alone)."""
+    missing: list[Path] = []
+    p = path
+    while not os.path.isdir(p) and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
+            continue
+        not_world_writable(d)
+
+
+def not_world_writable(path: Path | str, mode: int | None = None) -> None:
+    """Clear the world-write bit of a file or directory pos3 created, if the umask let it through."""
+    mode = os.stat(path).st_mode if mode is None else mode
+    if mode & stat.S_IWOTH:
+        os.chmod(path, stat.S_IMODE(mode) & ~stat.S_IWOTH)
+
+
 def prepare_parent(root: Path, path: Path) -> None:
     """Create the parent directories of ``path``, refusing to write through a symlinked directory
     below ``root`` (the root itself may be a symlink)."""
     parent = path.parent
-    parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(parent)
     base = root if root.is_dir() else root.parent
     real_parent = os.path.realpath(parent)
     expected = os.path.join(os.path.realpath(base), os.path.relpath(parent, base))

@@ -102,7 +102,7 @@ class Mirror:
             if _active is not None:
                 raise RuntimeError("A pos3.mirror() block is already active; nested mirrors are not supported")
             _active = self
-        self.cache_root.mkdir(parents=True, exist_ok=True)
+        fs.make_dirs(self.cache_root)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
@@ -263,7 +263,7 @@ class Mirror:
             Direction.DOWN, delete=delete, max_workers=self.max_workers, show_progress=self.show_progress, guard=guard
         )
         if not single:
-            path.mkdir(parents=True, exist_ok=True)  # a prefix holding only directory markers
+            fs.make_dirs(path)  # a prefix holding only directory markers
         return path
 
     def upload(
@@ -291,7 +291,7 @@ class Mirror:
                 self._check_destination(url, prof, single)
             reg, new = self._register("upload", url, prof, path, args, single, exclude, **options)
             if new and not single:
-                path.mkdir(parents=True, exist_ok=True)
+                fs.make_dirs(path)
         if new:
             self._start_background(reg)
         return path
@@ -337,7 +337,7 @@ class Mirror:
             with self._lock:
                 self._registrations.remove(reg)
             raise
-        (path.parent if single else path).mkdir(parents=True, exist_ok=True)
+        fs.make_dirs(path.parent if single else path)
         self._start_background(reg)
         return path
 

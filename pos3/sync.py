@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -114,7 +115,8 @@ class Root:
         for a prefix, a directory for one object) raises before any transfer;
         deletes run only if ``guard`` allows them (`DeleteRefused` otherwise).
         """
-        with self.lock, FileLock(self.lock_path) if self.lock_path else contextlib.nullcontext():
+        lock = FileLock(self.lock_path, mode=fs.file_mode()) if self.lock_path else contextlib.nullcontext()
+        with self.lock, lock:
             try:
                 return self._run(direction, delete, max_workers, show_progress, missing_ok, guard or DeleteGuard())
             except UnsortedListing as exc:
@@ -182,7 +184,7 @@ class Root:
         (creating the root directory of a prefix, which the download needs anyway)."""
         if self.names is None or not self._probed:
             if not self.single:
-                self.local.mkdir(parents=True, exist_ok=True)
+                fs.make_dirs(self.local)
                 self.names, self._probed = fs.probe(self.local), True
             else:
                 self.names, self._probed = fs.probe_limits(self.local.parent), True
@@ -256,6 +258,8 @@ class _Down(_Side):
     def __init__(self, root: Root) -> None:
         super().__init__(root)
         self._dirs: set[Path] = set()  # parents already created and checked in this run
+        #: The umask lets world-write through: create each temporary file first, without it.
+        self._precreate = not fs.umask() & stat.S_IWOTH
 
     def name(self, action: Action) -> str:
         return str(fs.target(self.root.local, action.rel))
@@ -269,11 +273,18 @@ class _Down(_Side):
             self._dirs.add(dest.parent)
         if dest.is_dir() and not dest.is_symlink():
             raise IsADirectoryError(f"{dest} is a directory locally but a file remotely ({root.key(action.rel)})")
-        return dest, fs.temp_beside(dest)
+        tmp = fs.temp_beside(dest)
+        if self._precreate:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, fs.file_mode()))
+        return dest, tmp
 
     def _finish(self, action: Action, dest: Path, tmp: Path, meta: ObjectMeta) -> Record:
         os.replace(tmp, dest)
-        return _record(action.rel, os.stat(dest), meta)
+        st = os.stat(dest)
+        if st.st_mode & stat.S_IWOTH:  # only under a umask that lets world-write through
+            fs.not_world_writable(dest, st.st_mode)
+            st = os.stat(dest)
+        return _record(action.rel, st, meta)
 
     def copy(self, action: Action) -> Record:
         dest, tmp = self._prepare(action)
