@@ -9,6 +9,7 @@ import os
 import secrets
 import stat
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,18 +182,33 @@ def check_rel(rel: str, key: str, rules: NameRules | None = None) -> str:
     than ``rules.rel_max`` bytes.
     """
     rules = rules or _DEFAULT_RULES
-    parts = rel.split("/")
-    if "\0" in rel or any(p in ("", ".", "..") for p in parts) or rel.startswith("/"):
+    if (
+        not rel
+        or rel[0] == "/"
+        or rel[-1] == "/"
+        or "//" in rel
+        or "\0" in rel
+        or ("/." in f"/{rel}" and ("/./" in f"/{rel}/" or "/../" in f"/{rel}/"))
+    ):
         raise UnsafeKeyError(f"Refusing remote key {key!r}: it does not map to a path inside the local root")
     if "\\" in rel or os.sep in rel and os.sep != "/":
         raise UnsafeKeyError(f"Refusing remote key {key!r}: it contains a backslash (a path separator on Windows)")
+    if len(rel) * 4 > min(rules.name_max, rules.rel_max):  # else short enough whatever its UTF-8 length
+        _check_length(rel, key, rules)
+    return rel
+
+
+def _check_length(rel: str, key: str, rules: NameRules) -> None:
     encoded = rel.encode("utf-8", "surrogateescape")
-    if len(encoded) > rules.rel_max or any(len(p.encode("utf-8", "surrogateescape")) > rules.name_max for p in parts):
+    too_long = len(encoded) > rules.rel_max or (
+        len(encoded) > rules.name_max
+        and any(len(p.encode("utf-8", "surrogateescape")) > rules.name_max for p in rel.split("/"))
+    )
+    if too_long:
         raise UnsafeKeyError(
             f"Refusing remote key {key!r}: its local path is too long for this filesystem "
             f"(a name over {rules.name_max} bytes or a path over {rules.rel_max} bytes under the root)"
         )
-    return rel
 
 
 _DEFAULT_RULES = NameRules()
@@ -206,25 +222,18 @@ def without_file_dir_clashes(items: Iterable[T], rel: Callable[[T], str], key: C
     half of a clash is never yielded. Memory stays small: a file is held only
     while the stream is between ``a`` and ``a0`` (``'0'`` follows ``'/'``).
     """
-    held: list[T] = []
-    held_rels: dict[str, T] = {}
+    held: deque[tuple[str, str, T]] = deque()  # (rel, the first rel that cannot sit under it, item)
     for item in items:
         r = rel(item)
-        i = r.find("/")
-        while i != -1:
-            clash = held_rels.get(r[:i])
-            if clash is not None:
-                raise UnsafeKeyError(
-                    f"Refusing remote keys {key(clash)!r} and {key(item)!r}: "
-                    f"{r[:i]!r} would be both a file and a directory locally"
-                )
-            i = r.find("/", i + 1)
-        while held and r >= rel(held[0]) + "0":
-            yield held_rels.pop(rel(held[0]))
-            held.pop(0)
-        held.append(item)
-        held_rels[r] = item
-    yield from held
+        while held and r >= held[0][1]:
+            yield held.popleft()[2]
+        for f, _, h in held:
+            if r.startswith(f) and r[len(f) : len(f) + 1] == "/":
+                both = f"{key(h)!r} and {key(item)!r}"
+                raise UnsafeKeyError(f"Refusing remote keys {both}: {f!r} would be both a file and a directory locally")
+        held.append((r, r + "0", item))
+    for *_, h in held:
+        yield h
 
 
 def fold_clashes(paths: Iterable[tuple[str, str]], rules: NameRules) -> tuple[str, str] | None:
