@@ -169,7 +169,7 @@ def probe(directory: Path) -> NameRules:
         folds_case = os.path.lexists(directory / (base + "a\u00e9"))
         folds_unicode = os.path.lexists(directory / (base + "Ae\u0301"))  # é decomposed (NFD)
     finally:
-        probe_path.unlink()
+        probe_path.unlink(missing_ok=True)
     return NameRules(limits.name_max, limits.rel_max, folds_case, folds_unicode)
 
 

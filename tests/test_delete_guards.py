@@ -15,6 +15,7 @@ from pos3.local import LocalEntry
 from pos3.planner import Direction, RemoteEntry, Tally, plan
 from pos3.store import ObjectMeta
 
+
 def poll(cond: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -67,7 +68,9 @@ def test_tally_counts_files_per_side_not_markers_or_excluded():
 # -- scenarios against a real S3 server ------------------------------------------
 
 
-@pytest.mark.reliability("An upload from a missing or empty local root never wipes the remote (S3)", group="Delete guards")
+@pytest.mark.reliability(
+    "An upload from a missing or empty local root never wipes the remote (S3)", group="Delete guards"
+)
 @pytest.mark.parametrize("local_state", ["missing", "empty"])
 def test_upload_from_an_empty_root_does_not_wipe_the_remote(s3, bucket, cache, tmp_path, local_state):
     put(s3, bucket, {f"out/{k}": v for k, v in DATA.items()})
@@ -80,7 +83,9 @@ def test_upload_from_an_empty_root_does_not_wipe_the_remote(s3, bucket, cache, t
     assert remote_tree(s3, bucket, "out/") == DATA
 
 
-@pytest.mark.reliability("An explicit allow_wipe=True lets an empty source empty the destination (S3)", group="Delete guards")
+@pytest.mark.reliability(
+    "An explicit allow_wipe=True lets an empty source empty the destination (S3)", group="Delete guards"
+)
 def test_allow_wipe_is_the_explicit_switch(s3, bucket, cache, tmp_path):
     put(s3, bucket, {f"out/{k}": v for k, v in DATA.items()})
     with pos3.mirror(cache_root=cache, show_progress=False):

@@ -5,6 +5,7 @@ Also the access rules: a public profile never sends credentials, and cache files
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -13,7 +14,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import unicodedata
@@ -134,7 +134,9 @@ def mem_put(bucket: str, files: dict[str, bytes], tmp: Path) -> None:
         store.put(key, src)
 
 
-@pytest.mark.reliability("Keys with '..', '\\\\', NUL, '//' or overlong names are refused before any transfer (mem)", group=HOSTILE)
+@pytest.mark.reliability(
+    "Keys with '..', a backslash, NUL, '//' or overlong names are refused before any transfer (mem)", group=HOSTILE
+)
 @pytest.mark.parametrize(
     "bad", ["x/..\\..\\evil", "..\\evil", "a\0b", "x/../../evil", "/abs", "n" * 256, "é" * 200], ids=range(7)
 )
@@ -218,7 +220,9 @@ def test_local_path_of_the_wrong_kind_gives_one_error(s3, bucket, cache, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir", "a-file", "cache"]
 
 
-@pytest.mark.reliability("An upload that would make a key both an object and a prefix fails at registration (S3)", group=HOSTILE)
+@pytest.mark.reliability(
+    "An upload that would make a key both an object and a prefix fails at registration (S3)", group=HOSTILE
+)
 def test_upload_of_the_wrong_kind_fails_at_registration(s3, bucket, cache, tmp_path):
     put(s3, bucket, {"obj": b"object", "pre/a": b"a"})
     f = tmp_path / "file"
@@ -417,10 +421,8 @@ class RecordingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.sock.close()
