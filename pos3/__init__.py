@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from .executor import SyncError
+from .executor import DeleteRefused, SyncError
 from .hookspecs import StoreSpec, hookimpl
 from .local import UnsafeKeyError
 from .mirror import DEFAULT_CACHE_ROOT, Mirror, active
@@ -22,6 +22,7 @@ from .store import Backend, ObjectMeta, ObjectStore, StoreError
 
 __all__ = [
     "Backend",
+    "DeleteRefused",
     "Mirror",
     "ObjectMeta",
     "ObjectStore",
@@ -48,6 +49,7 @@ def mirror(
     show_progress: bool = True,
     max_workers: int = 10,
     default_profile: str | Profile | None = None,
+    max_delete: int | float | None = None,
 ) -> Mirror:
     """Context manager activating the sync environment.
 
@@ -55,8 +57,9 @@ def mirror(
     sync in flight finished) and a failed upload raises; on an exception,
     ``KeyboardInterrupt`` or non-zero ``SystemExit`` only registrations with
     ``sync_on_error=True`` are synced and the original exception propagates.
+    ``max_delete`` limits every sync's deletes (see `download`) unless a call sets its own.
     """
-    return Mirror(cache_root, show_progress, max_workers, default_profile)
+    return Mirror(cache_root, show_progress, max_workers, default_profile, max_delete)
 
 
 @overload
@@ -68,6 +71,7 @@ def with_mirror(
     show_progress: bool = ...,
     max_workers: int = ...,
     default_profile: str | Profile | None = ...,
+    max_delete: int | float | None = ...,
 ) -> Callable[[F], F]: ...
 def with_mirror(func: Callable[..., Any] | None = None, /, **kwargs: Any) -> Any:
     """Decorator form of `mirror`: each call of the function runs inside a fresh mirror.
@@ -92,14 +96,21 @@ def download(
     delete: bool = True,
     exclude: Sequence[str] | None = None,
     profile: str | Profile | None = None,
+    max_delete: int | float | None = None,
+    allow_wipe: bool = False,
 ) -> Path:
     """Make a local copy of ``remote`` now and return its path.
 
     Only changed files move; with ``delete`` local files absent remotely are
     removed (after every copy succeeded). A missing remote raises
     `FileNotFoundError`. A local path is returned unchanged.
+
+    Delete guards (`DeleteRefused`, nothing deleted): a remote with no files
+    never empties a non-empty local directory unless ``allow_wipe``; more
+    deletes than ``max_delete`` (an int: a count; a float: a fraction of the
+    destination's files; None: the mirror's limit) are refused.
     """
-    return active().download(remote, local, delete, exclude, profile)
+    return active().download(remote, local, delete, exclude, profile, max_delete, allow_wipe)
 
 
 def upload(
@@ -110,9 +121,16 @@ def upload(
     sync_on_error: bool = False,
     exclude: Sequence[str] | None = None,
     profile: str | Profile | None = None,
+    max_delete: int | float | None = None,
+    allow_wipe: bool = False,
 ) -> Path:
-    """Register a local path to be mirrored to ``remote`` every ``interval`` seconds and on exit."""
-    return active().upload(remote, local, interval, delete, sync_on_error, exclude, profile)
+    """Register a local path to be mirrored to ``remote`` every ``interval`` seconds and on exit.
+
+    One listing request checks at once that the bucket exists and is reachable.
+    Delete guards as in `download` (an empty local root never empties the remote
+    unless ``allow_wipe``).
+    """
+    return active().upload(remote, local, interval, delete, sync_on_error, exclude, profile, max_delete, allow_wipe)
 
 
 def sync(
@@ -124,9 +142,16 @@ def sync(
     sync_on_error: bool = False,
     exclude: Sequence[str] | None = None,
     profile: str | Profile | None = None,
+    max_delete: int | float | None = None,
+    allow_wipe: bool = False,
 ) -> Path:
-    """Download ``remote`` (if it exists) to resume from it, then register it for upload."""
-    return active().sync(remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile)
+    """Download ``remote`` (if it exists) to resume from it, then register it for upload.
+
+    Delete guards as in `download`, in both directions.
+    """
+    return active().sync(
+        remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile, max_delete, allow_wipe
+    )
 
 
 def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[Any]:

@@ -1,6 +1,7 @@
 """Runs a plan: copies on a thread pool with progress bars, then deletes.
 
-Guarantees: deletes start only after every copy of the plan succeeded;
+Guarantees: deletes start only after every copy of the plan succeeded, and
+only if the plan's `DeleteGuard` allows them all;
 every failure is collected and reported together in one `SyncError`;
 each completed transfer is recorded at once, so a later run does not redo
 it even when the run as a whole failed.
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .planner import Action
+from .planner import Action, Tally
 from .state import Record, StateDB
 
 
@@ -28,6 +29,65 @@ class SyncError(RuntimeError):
         if len(failures) > 50:
             lines.append(f"  ... and {len(failures) - 50} more")
         super().__init__("\n".join(lines))
+
+
+class DeleteRefused(SyncError):
+    """A delete guard refused a plan's deletes; nothing was deleted (the copies did run).
+
+    ``count`` is how many files the plan would have deleted.
+    """
+
+    def __init__(self, what: str, count: int, reason: str) -> None:
+        self.failures = []
+        self.count = count
+        RuntimeError.__init__(self, f"{what}: refusing to delete {count} file(s): {reason}")
+
+
+@dataclass(frozen=True)
+class DeleteGuard:
+    """Limits on a plan's deletes, checked after its copies and before any delete.
+
+    * A source with no files never wipes a non-empty destination unless
+      ``allow_wipe`` (``delete=True`` alone is not such a request).
+    * ``max_delete``: an ``int`` is the most files one run may delete; a
+      ``float`` in ``[0, 1]`` the most as a fraction of the destination's
+      files. ``None`` sets no limit.
+    """
+
+    max_delete: int | float | None = None
+    allow_wipe: bool = False
+
+    def __post_init__(self) -> None:
+        check_max_delete(self.max_delete)
+
+    def check(self, what: str, deletes: int, tally: Tally) -> None:
+        """Raise `DeleteRefused` if running ``deletes`` deletes would break a limit."""
+        if deletes == 0:
+            return
+        if tally.source == 0 and not self.allow_wipe:
+            reason = "the source has no files, so this would empty the destination (pass allow_wipe=True to allow it)"
+            raise DeleteRefused(what, deletes, reason)
+        limit = self.max_delete
+        if isinstance(limit, float):
+            allowed = int(limit * tally.destination)
+            if deletes > allowed:
+                share = f"{deletes / max(tally.destination, 1):.0%}"
+                reason = f"that is {share} of the {tally.destination} at the destination, above max_delete={limit}"
+                raise DeleteRefused(what, deletes, reason)
+        elif limit is not None and deletes > limit:
+            raise DeleteRefused(what, deletes, f"above max_delete={limit}")
+
+
+def check_max_delete(value: object) -> None:
+    """Raise `ValueError` unless ``value`` is None, a count >= 0 or a fraction in [0, 1]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"max_delete must be a count (int), a fraction (float) or None, got {value!r}")
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise ValueError(f"max_delete as a fraction must be within [0.0, 1.0], got {value}")
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"max_delete as a count must be >= 0, got {value}")
 
 
 @dataclass
@@ -104,8 +164,13 @@ def execute(
     what: str,
     max_workers: int,
     show_progress: bool,
+    before_delete: Callable[[int], None] | None = None,
 ) -> Summary:
-    """Run ``actions``; raise `SyncError` listing every failed path, after recording the successes."""
+    """Run ``actions``; raise `SyncError` listing every failed path, after recording the successes.
+
+    ``before_delete`` is called with the number of pending deletes once every
+    copy succeeded; if it raises, nothing is deleted and the error propagates.
+    """
     summary = Summary()
     deletes: list[Action] = []
     forgets: list[str] = []
@@ -159,6 +224,8 @@ def execute(
     if summary.failures:
         raise SyncError(what, summary.failures)
     if deletes:
+        if before_delete is not None:
+            before_delete(len(deletes))
         ops.delete(deletes)
         summary.deleted = len(deletes)
         state.write((), (a.rel for a in deletes))

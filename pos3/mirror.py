@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import local as fs
-from .executor import Summary, SyncError
+from .executor import DeleteGuard, Summary, SyncError, check_max_delete
 from .patterns import Excluder
 from .planner import Direction
 from .profiles import Profile
@@ -60,6 +60,7 @@ class Registration:
     interval: float | None = None
     delete_remote: bool = True
     sync_on_error: bool = False
+    guard: DeleteGuard = DeleteGuard()
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -77,9 +78,12 @@ class Mirror:
         show_progress: bool = True,
         max_workers: int = 10,
         default_profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        check_max_delete(max_delete)
+        self.max_delete = max_delete
         self.cache_root = Path(cache_root).expanduser().absolute()
         self.show_progress = show_progress
         self.max_workers = max_workers
@@ -97,7 +101,7 @@ class Mirror:
             if _active is not None:
                 raise RuntimeError("A pos3.mirror() block is already active; nested mirrors are not supported")
             _active = self
-        self.cache_root.mkdir(parents=True, exist_ok=True)
+        fs.make_dirs(self.cache_root)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
@@ -171,6 +175,36 @@ class Mirror:
         self._registrations.append(reg)
         return reg, True
 
+    def _guard(self, max_delete: int | float | None, allow_wipe: bool) -> DeleteGuard:
+        """The delete guard of one call: its own ``max_delete``, else the mirror's."""
+        return DeleteGuard(self.max_delete if max_delete is None else max_delete, allow_wipe)
+
+    def _check_destination(self, loc: Location, single: bool) -> None:
+        """One listing request, at registration: the bucket exists and is reachable
+        (`FileNotFoundError` / `PermissionError` now rather than at exit), and an
+        upload would not make one key both an object and a prefix."""
+        url = loc.url
+        probe = url.key + "/" if single else url.key.rstrip("/")
+        if single and (not url.key or url.key.endswith("/")):
+            raise IsADirectoryError(f"Cannot upload a file to {url}: a URL ending in '/' names a prefix")
+        listing = loc.store.list(probe)
+        try:
+            first = next(iter(listing), None)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"Cannot upload to {url}: bucket {url.bucket!r} not found ({exc})") from exc
+        except PermissionError as exc:
+            raise PermissionError(f"Cannot upload to {url}: listing bucket {url.bucket!r} was refused ({exc})") from exc
+        finally:
+            close = getattr(listing, "close", None)
+            if close is not None:
+                close()
+        if first is None:
+            return
+        if single:
+            raise IsADirectoryError(f"Cannot upload a file to {url}: {url.dir_prefix} is a prefix holding objects")
+        if probe and first.key == probe:
+            raise NotADirectoryError(f"Cannot upload a directory to {url}: an object exists at exactly that key")
+
     # -- the API --------------------------------------------------------------
 
     def download(
@@ -180,18 +214,23 @@ class Mirror:
         delete: bool = True,
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        allow_wipe: bool = False,
     ) -> Path:
         loc = self.resolver.locate(remote, profile, local)
         if isinstance(loc, Path):
             return loc
         path = loc.local_path
-        args = (str(loc.url), loc.profile, delete, tuple(exclude or ()))
+        guard = self._guard(max_delete, allow_wipe)
+        args = (str(loc.url), loc.profile, delete, tuple(exclude or ()), guard)
         with self._lock:
             single = self.resolver.is_single(loc)
             reg, _ = self._register("download", loc, path, args, single, exclude)
-        reg.root.sync(Direction.DOWN, delete=delete, max_workers=self.max_workers, show_progress=self.show_progress)
+        reg.root.sync(
+            Direction.DOWN, delete=delete, max_workers=self.max_workers, show_progress=self.show_progress, guard=guard
+        )
         if not single:
-            path.mkdir(parents=True, exist_ok=True)  # a prefix holding only directory markers
+            fs.make_dirs(path)  # a prefix holding only directory markers
         return path
 
     def upload(
@@ -203,19 +242,24 @@ class Mirror:
         sync_on_error: bool = False,
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        allow_wipe: bool = False,
     ) -> Path:
         loc = self.resolver.locate(remote, profile, local)
         if isinstance(loc, Path):
             return loc
         path = loc.local_path
         _check_interval(interval)
-        args = (str(loc.url), loc.profile, interval, delete, sync_on_error, tuple(exclude or ()))
-        options = {"interval": interval, "delete_remote": delete, "sync_on_error": sync_on_error}
+        guard = self._guard(max_delete, allow_wipe)
+        args = (str(loc.url), loc.profile, interval, delete, sync_on_error, tuple(exclude or ()), guard)
+        options = {"interval": interval, "delete_remote": delete, "sync_on_error": sync_on_error, "guard": guard}
         with self._lock:
             single = path.is_file()
+            if not any(r.args == args and r.root.local == path for r in self._registrations):
+                self._check_destination(loc, single)
             reg, new = self._register("upload", loc, path, args, single, exclude, **options)
             if new and not single:
-                path.mkdir(parents=True, exist_ok=True)
+                fs.make_dirs(path)
         if new:
             self._start_background(reg)
         return path
@@ -230,16 +274,30 @@ class Mirror:
         sync_on_error: bool = False,
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        allow_wipe: bool = False,
     ) -> Path:
         loc = self.resolver.locate(remote, profile, local)
         if isinstance(loc, Path):
             return loc
         path = loc.local_path
         _check_interval(interval)
-        args = (str(loc.url), loc.profile, interval, delete_local, delete_remote, sync_on_error, tuple(exclude or ()))
-        options = {"interval": interval, "delete_remote": delete_remote, "sync_on_error": sync_on_error}
+        guard = self._guard(max_delete, allow_wipe)
+        args = (
+            str(loc.url),
+            loc.profile,
+            interval,
+            delete_local,
+            delete_remote,
+            sync_on_error,
+            tuple(exclude or ()),
+            guard,
+        )
+        options = {"interval": interval, "delete_remote": delete_remote, "sync_on_error": sync_on_error, "guard": guard}
         with self._lock:
             single = self.resolver.is_single(loc) or path.is_file()
+            if not any(r.args == args and r.root.local == path for r in self._registrations):
+                self._check_destination(loc, single)
             reg, new = self._register("sync", loc, path, args, single, exclude, **options)
         if not new:
             return path
@@ -251,12 +309,13 @@ class Mirror:
                 max_workers=self.max_workers,
                 show_progress=self.show_progress,
                 missing_ok=True,
+                guard=guard,
             )
         except BaseException:
             with self._lock:
                 self._registrations.remove(reg)
             raise
-        (path.parent if single else path).mkdir(parents=True, exist_ok=True)
+        fs.make_dirs(path.parent if single else path)
         self._start_background(reg)
         return path
 
@@ -292,7 +351,13 @@ class Mirror:
         if not root.local.exists():
             raise FileNotFoundError(f"Cannot upload {root.local} to {root.url}: the local path no longer exists")
         progress = self.show_progress if show_progress is None else show_progress
-        return root.sync(Direction.UP, delete=reg.delete_remote, max_workers=self.max_workers, show_progress=progress)
+        return root.sync(
+            Direction.UP,
+            delete=reg.delete_remote,
+            max_workers=self.max_workers,
+            show_progress=progress,
+            guard=reg.guard,
+        )
 
     # -- listing --------------------------------------------------------------
 

@@ -60,6 +60,14 @@ class Action:
     size: int = 0
 
 
+@dataclass
+class Tally:
+    """Files a plan saw on each side (excluded paths not counted), filled in as it streams."""
+
+    source: int = 0
+    destination: int = 0
+
+
 def plan(
     direction: Direction,
     local: Iterable[LocalEntry],
@@ -68,8 +76,12 @@ def plan(
     *,
     delete: bool,
     excluded: Callable[[str], bool] = lambda rel: False,
+    tally: Tally | None = None,
 ) -> Iterator[Action]:
     """Yield the actions that make the destination of ``direction`` match its source.
+
+    ``tally``, if given, counts the files seen on each side as the plan streams
+    (complete once the plan is exhausted), for `DeleteGuard.check`.
 
     Every input must be sorted by ``rel`` with no duplicates; a stream out of
     order raises `UnsortedListing` rather than risk a wrong delete. Actions
@@ -83,6 +95,9 @@ def plan(
             yield Action("forget", rel)
             continue
         src, dst = (rem, loc) if direction is Direction.DOWN else (loc, rem)
+        if tally is not None and not rel.endswith("/"):  # directory markers are not files
+            tally.source += src is not None
+            tally.destination += dst is not None
         if src is None:
             if delete:
                 yield Action("delete", rel, loc, rem)

@@ -8,8 +8,10 @@ listings → `planner.plan` → `executor.execute` → the store / the local dis
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -19,9 +21,9 @@ from pathlib import Path
 from filelock import FileLock
 
 from . import local as fs
-from .executor import Operations, Summary, execute
+from .executor import DeleteGuard, Operations, Summary, execute
 from .patterns import Excluder
-from .planner import Action, Direction, RemoteEntry, UnsortedListing, plan
+from .planner import Action, Direction, RemoteEntry, Tally, UnsortedListing, plan
 from .state import Record, StateDB
 from .store import ObjectMeta, ObjectStore, chain
 from .urls import RemoteURL
@@ -30,6 +32,8 @@ log = logging.getLogger("pos3")
 
 #: Uploads of a file that keeps changing while it is sent are retried this many times.
 UNSTABLE_RETRIES = 3
+#: A download reads this many remote entries (one S3 page) and checks their keys before its first transfer.
+LOOKAHEAD = 1000
 
 
 @dataclass
@@ -50,6 +54,9 @@ class Root:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Set once the store was seen listing out of byte order: later runs sort first.
     sort_remote: bool = False
+    #: The local filesystem's naming rules: limits before the first download's listing, then probed in full.
+    names: fs.NameRules | None = None
+    _probed: bool = False
 
     # -- listings -------------------------------------------------------------
 
@@ -64,7 +71,8 @@ class Root:
         """The remote side, sorted by ``rel``; counts raw entries into ``seen[0]``.
 
         Directory markers (keys ending in '/') are skipped. On download every
-        key must map inside the local root, or `UnsafeKeyError` names it.
+        key must map inside the local root under ``self.names``, or
+        `UnsafeKeyError` names it.
         """
         if self.single:
             meta = self.store.head(self.url.key)
@@ -79,7 +87,7 @@ class Root:
             if not rel or (rel.endswith("/") and meta.size == 0):
                 continue
             if direction is Direction.DOWN:
-                fs.check_rel(rel, meta.key)
+                fs.check_rel(rel, meta.key, self.names)
             yield RemoteEntry(rel, meta)
 
     def local_entries(self, direction: Direction) -> Iterator[fs.LocalEntry]:
@@ -95,6 +103,7 @@ class Root:
         max_workers: int,
         show_progress: bool,
         missing_ok: bool = False,
+        guard: DeleteGuard | None = None,
     ) -> Summary:
         """Make the destination match the source.
 
@@ -102,11 +111,14 @@ class Root:
         processes (``lock_path``): ranks of one job sharing a cache take turns,
         and the later ones find the work done. A download of a remote with no
         objects raises `FileNotFoundError` (or, with ``missing_ok``, does
-        nothing) and deletes nothing.
+        nothing) and deletes nothing. A local path of the wrong kind (a file
+        for a prefix, a directory for one object) raises before any transfer;
+        deletes run only if ``guard`` allows them (`DeleteRefused` otherwise).
         """
-        with self.lock, FileLock(self.lock_path) if self.lock_path else contextlib.nullcontext():
+        lock = FileLock(self.lock_path, mode=fs.file_mode()) if self.lock_path else contextlib.nullcontext()
+        with self.lock, lock:
             try:
-                return self._run(direction, delete, max_workers, show_progress, missing_ok)
+                return self._run(direction, delete, max_workers, show_progress, missing_ok, guard or DeleteGuard())
             except UnsortedListing as exc:
                 if exc.stream != "remote" or self.sort_remote:
                     raise
@@ -115,48 +127,82 @@ class Root:
                 # deleted; what was copied is recorded. Plan again from a sorted copy.
                 log.info("pos3: %s is not listed in byte order; sorting its listing in memory", self.url)
                 self.sort_remote = True
-                return self._run(direction, delete, max_workers, show_progress, missing_ok)
+                return self._run(direction, delete, max_workers, show_progress, missing_ok, guard or DeleteGuard())
 
     def _run(
-        self, direction: Direction, delete: bool, max_workers: int, show_progress: bool, missing_ok: bool
+        self,
+        direction: Direction,
+        delete: bool,
+        max_workers: int,
+        show_progress: bool,
+        missing_ok: bool,
+        guard: DeleteGuard,
     ) -> Summary:
+        what = f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
+        fs.check_shape(self.local, self.single, what)
+        local = self.local_entries(direction)
+        if direction is Direction.DOWN and self.names is None:
+            self.names = fs.probe_limits(self.local.parent if self.single else self.local)
         seen = [0]
         remote = self.remote_entries(direction, seen)
         if self.sort_remote:
             remote = iter(sorted(remote, key=lambda e: e.rel))
         if direction is Direction.DOWN:
-            remote = _prefetched(remote)  # learn whether the remote exists before planning
+            remote = fs.without_file_dir_clashes(remote, lambda e: e.rel, lambda e: e.meta.key)
+            head = list(itertools.islice(remote, LOOKAHEAD))  # keys checked before any transfer
             if seen[0] == 0:
                 if missing_ok:
                     return Summary()
                 raise FileNotFoundError(f"No such remote: {self.url} (no object or prefix of that name)")
+            if self._probe_names().folds:
+                head += remote  # all keys, to find the names this filesystem folds together
+                local = self._check_folds(head, local)
+            remote = itertools.chain(head, remote)
+        tally = Tally()
         actions = plan(
             direction,
-            self.local_entries(direction),
+            local,
             remote,
             self.state.records(),
             delete=delete,
             excluded=self.exclude.file if not self.single else (lambda rel: False),
+            tally=tally,
         )
         ops = _Down(self) if direction is Direction.DOWN else _Up(self)
-        what = f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
         return execute(
-            actions, ops.operations(), self.state, what=what, max_workers=max_workers, show_progress=show_progress
+            actions,
+            ops.operations(),
+            self.state,
+            what=what,
+            max_workers=max_workers,
+            show_progress=show_progress,
+            before_delete=lambda n: guard.check(what, n, tally),
         )
 
+    def _probe_names(self) -> fs.NameRules:
+        """Probe, once per root, what names the local filesystem accepts and folds
+        (creating the root directory of a prefix, which the download needs anyway)."""
+        if self.names is None or not self._probed:
+            if not self.single:
+                fs.make_dirs(self.local)
+                self.names, self._probed = fs.probe(self.local), True
+            else:
+                self.names, self._probed = fs.probe_limits(self.local.parent), True
+        return self.names
 
-def _prefetched(it: Iterator[RemoteEntry]) -> Iterator[RemoteEntry]:
-    """Pull the first item now (so errors and emptiness surface early), then stream the rest."""
-    try:
-        first = next(it)
-    except StopIteration:
-        return iter(())
-
-    def rest() -> Iterator[RemoteEntry]:
-        yield first
-        yield from it
-
-    return rest()
+    def _check_folds(self, remote: list[RemoteEntry], local: Iterator[fs.LocalEntry]) -> Iterator[fs.LocalEntry]:
+        """Refuse remote keys (or a remote key and a local path) that this filesystem folds to one name."""
+        assert self.names is not None
+        local_entries = list(local)
+        pairs = [(e.rel, e.meta.key) for e in remote]
+        pairs += [(e.rel, str(fs.target(self.local, e.rel))) for e in local_entries]
+        clash = fs.fold_clashes(pairs, self.names)
+        if clash is not None:
+            raise fs.UnsafeKeyError(
+                f"Refusing {clash[0]!r} and {clash[1]!r}: they differ only by case or Unicode normalisation, "
+                f"which the filesystem of {self.local} treats as one name"
+            )
+        return iter(local_entries)
 
 
 def _changed_since(path: Path, before: os.stat_result) -> bool:
@@ -212,6 +258,8 @@ class _Down(_Side):
     def __init__(self, root: Root) -> None:
         super().__init__(root)
         self._dirs: set[Path] = set()  # parents already created and checked in this run
+        #: The umask lets world-write through: create each temporary file first, without it.
+        self._precreate = not fs.umask() & stat.S_IWOTH
 
     def name(self, action: Action) -> str:
         return str(fs.target(self.root.local, action.rel))
@@ -225,11 +273,18 @@ class _Down(_Side):
             self._dirs.add(dest.parent)
         if dest.is_dir() and not dest.is_symlink():
             raise IsADirectoryError(f"{dest} is a directory locally but a file remotely ({root.key(action.rel)})")
-        return dest, fs.temp_beside(dest)
+        tmp = fs.temp_beside(dest)
+        if self._precreate:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, fs.file_mode()))
+        return dest, tmp
 
     def _finish(self, action: Action, dest: Path, tmp: Path, meta: ObjectMeta) -> Record:
         os.replace(tmp, dest)
-        return _record(action.rel, os.stat(dest), meta)
+        st = os.stat(dest)
+        if st.st_mode & stat.S_IWOTH:  # only under a umask that lets world-write through
+            fs.not_world_writable(dest, st.st_mode)
+            st = os.stat(dest)
+        return _record(action.rel, st, meta)
 
     def copy(self, action: Action) -> Record:
         dest, tmp = self._prepare(action)
