@@ -111,7 +111,10 @@ def upload(
     exclude: Sequence[str] | None = None,
     profile: str | Profile | None = None,
 ) -> Path:
-    """Register a local path to be mirrored to ``remote`` every ``interval`` seconds and on exit."""
+    """Register a local path to be mirrored to ``remote`` every ``interval`` seconds and on exit.
+
+    Given a local path instead of a URL, creates that directory (if it is not a file) and returns it.
+    """
     return active().upload(remote, local, interval, delete, sync_on_error, exclude, profile)
 
 
@@ -129,6 +132,10 @@ def sync(
     return active().sync(remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile)
 
 
-def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[Any]:
-    """List a remote prefix (full URLs; sub-prefixes end in '/' unless ``recursive``) or a local directory (paths)."""
+def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[str]:
+    """List a remote prefix as full URLs, or a local directory as paths (strings either way).
+
+    Sub-directories end in '/'; ``recursive`` lists every file and every empty
+    directory (directory marker) instead. A single object or file lists itself.
+    """
     return active().ls(prefix, recursive, profile)

@@ -16,6 +16,16 @@ destination match the source:
 Files that still match their record on both sides produce nothing.
 Excluded paths produce nothing at all: never copied, never deleted.
 No I/O happens here; the same planner serves every direction and backend.
+
+Directory markers (``rel`` ending in '/': an empty local directory, a remote
+key ending in '/') flow through the same merge and actions, by presence only
+(a marker has no content to compare): one at the source and absent at the
+destination is copied (an empty directory made, an empty object put); one at
+the destination only is deleted when deletes are on and the source has nothing
+under that directory either (a directory that holds files needs no marker,
+and a marker already there is left alone). A destination that has the
+directory only through its contents counts as having it, unless deletes will
+empty it: then the source's marker is copied, so the directory survives them.
 """
 
 from __future__ import annotations
@@ -23,9 +33,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from .local import LocalEntry
+from .local import LocalEntry, is_marker
 from .state import Record
 from .store import ObjectMeta
 
@@ -76,8 +86,14 @@ def plan(
     yielded before that point are copies of the right content or deletes,
     which the executor only runs once the whole plan has been read.
     """
-    for rel, loc, rem, rec in _merge(local, remote, records):
+    for row in _merge(local, remote, records):
+        rel, loc, rem, rec = row.rel, row.local, row.remote, row.record
         if excluded(rel):
+            continue
+        if is_marker(rel):
+            action = _marker_action(direction, row, delete)
+            if action is not None:
+                yield action
             continue
         if loc is None and rem is None:
             yield Action("forget", rel)
@@ -97,6 +113,23 @@ def plan(
         yield Action("copy" if loc.size != rem.meta.size else "verify", rel, loc, rem, size)
 
 
+def _marker_action(direction: Direction, row: _Row, delete: bool) -> Action | None:
+    """What a directory marker needs (see the module docstring); records only get forgotten."""
+    src, dst = (row.remote, row.local) if direction is Direction.DOWN else (row.local, row.remote)
+    src_below, dst_below = (
+        (row.remote_below, row.local_below) if direction is Direction.DOWN else (row.local_below, row.remote_below)
+    )
+    if src is None and dst is None:
+        return Action("forget", row.rel)
+    if src is not None:
+        if dst is not None or (dst_below and (src_below or not delete)):
+            return None
+        return Action("copy", row.rel, row.local, row.remote)
+    if delete and not src_below:
+        return Action("delete", row.rel, row.local, row.remote)
+    return None
+
+
 def _matches(rec: Record, loc: LocalEntry, rem: RemoteEntry) -> bool:
     return (
         rec.local_size == loc.size
@@ -109,10 +142,20 @@ def _matches(rec: Record, loc: LocalEntry, rem: RemoteEntry) -> bool:
 _END = object()
 
 
-def _merge(
-    local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], records: Iterable[Record]
-) -> Iterator[tuple[str, LocalEntry | None, RemoteEntry | None, Record | None]]:
-    """Join three sorted streams on ``rel``: one tuple per distinct path."""
+class _Row(NamedTuple):
+    """One distinct path of the merge. For a marker, ``*_below`` says whether that
+    side lists anything inside its directory (the next entry of a sorted stream)."""
+
+    rel: str
+    local: LocalEntry | None
+    remote: RemoteEntry | None
+    record: Record | None
+    local_below: bool = False
+    remote_below: bool = False
+
+
+def _merge(local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], records: Iterable[Record]) -> Iterator[_Row]:
+    """Join three sorted streams on ``rel``: one row per distinct path."""
     streams = [_checked(local, "local"), _checked(remote, "remote"), _checked(records, "records")]
     heads = [next(s, _END) for s in streams]
     while True:
@@ -125,7 +168,11 @@ def _merge(
             if h is not _END and h.rel == rel:  # type: ignore[attr-defined]
                 row[i] = h
                 heads[i] = next(streams[i], _END)
-        yield rel, row[0], row[1], row[2]
+        if is_marker(rel):
+            below = [h is not _END and h.rel.startswith(rel) for h in heads[:2]]  # type: ignore[attr-defined]
+            yield _Row(rel, row[0], row[1], row[2], below[0], below[1])
+        else:
+            yield _Row(rel, row[0], row[1], row[2])
 
 
 class UnsortedListing(ValueError):
