@@ -579,6 +579,12 @@ class StoreConformance:
         with self.mirror(cache_root):
             pos3.download(remote.url(), dst, profile=profile)
         assert empty_dirs(dst) == ["full/empty/", "nested/deeper/"] and local_tree(dst) == local_tree(src)
+        # A directory emptied locally keeps its marker while the deletes remove what it held.
+        (src / "full/a.txt").unlink()
+        (src / "full/empty").rmdir()
+        with self.mirror(cache_root):
+            pos3.upload(remote.url(), src, interval=None, profile=profile)
+        assert remote.keys() == _utf8_sorted(["b.txt", "full/", "nested/deeper/"])
 
     def test_marker_with_a_body_is_a_directory(
         self, remote: Remote, cache_root: Path, caplog: pytest.LogCaptureFixture
