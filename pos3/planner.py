@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from .local import LocalEntry, is_marker
 from .state import Record
@@ -86,12 +86,11 @@ def plan(
     yielded before that point are copies of the right content or deletes,
     which the executor only runs once the whole plan has been read.
     """
-    for row in _merge(local, remote, records):
-        rel, loc, rem, rec = row.rel, row.local, row.remote, row.record
+    for rel, loc, rem, rec, below in _merge(local, remote, records):
         if excluded(rel):
             continue
-        if is_marker(rel):
-            action = _marker_action(direction, row, delete)
+        if below is not None:
+            action = _marker_action(direction, rel, loc, rem, below, delete)
             if action is not None:
                 yield action
             continue
@@ -113,20 +112,26 @@ def plan(
         yield Action("copy" if loc.size != rem.meta.size else "verify", rel, loc, rem, size)
 
 
-def _marker_action(direction: Direction, row: _Row, delete: bool) -> Action | None:
-    """What a directory marker needs (see the module docstring); records only get forgotten."""
-    src, dst = (row.remote, row.local) if direction is Direction.DOWN else (row.local, row.remote)
-    src_below, dst_below = (
-        (row.remote_below, row.local_below) if direction is Direction.DOWN else (row.local_below, row.remote_below)
-    )
+def _marker_action(
+    direction: Direction,
+    rel: str,
+    loc: LocalEntry | None,
+    rem: RemoteEntry | None,
+    below: tuple[bool, bool],
+    delete: bool,
+) -> Action | None:
+    """What a directory marker needs (see the module docstring); records only get forgotten.
+    ``below`` says whether the local and the remote side list anything inside its directory."""
+    src, dst = (rem, loc) if direction is Direction.DOWN else (loc, rem)
+    dst_below, src_below = below if direction is Direction.DOWN else below[::-1]
     if src is None and dst is None:
-        return Action("forget", row.rel)
+        return Action("forget", rel)
     if src is not None:
         if dst is not None or (dst_below and (src_below or not delete)):
             return None
-        return Action("copy", row.rel, row.local, row.remote)
+        return Action("copy", rel, loc, rem)
     if delete and not src_below:
-        return Action("delete", row.rel, row.local, row.remote)
+        return Action("delete", rel, loc, rem)
     return None
 
 
@@ -142,20 +147,13 @@ def _matches(rec: Record, loc: LocalEntry, rem: RemoteEntry) -> bool:
 _END = object()
 
 
-class _Row(NamedTuple):
-    """One distinct path of the merge. For a marker, ``*_below`` says whether that
-    side lists anything inside its directory (the next entry of a sorted stream)."""
-
-    rel: str
-    local: LocalEntry | None
-    remote: RemoteEntry | None
-    record: Record | None
-    local_below: bool = False
-    remote_below: bool = False
+_Row = tuple[str, LocalEntry | None, RemoteEntry | None, Record | None, tuple[bool, bool] | None]
 
 
 def _merge(local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], records: Iterable[Record]) -> Iterator[_Row]:
-    """Join three sorted streams on ``rel``: one row per distinct path."""
+    """Join three sorted streams on ``rel``: one row per distinct path. A marker's row ends
+    with whether the local and the remote side list anything inside its directory (the
+    next entry of each sorted stream); other rows end with ``None``."""
     streams = [_checked(local, "local"), _checked(remote, "remote"), _checked(records, "records")]
     heads = [next(s, _END) for s in streams]
     while True:
@@ -168,11 +166,13 @@ def _merge(local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], records: 
             if h is not _END and h.rel == rel:  # type: ignore[attr-defined]
                 row[i] = h
                 heads[i] = next(streams[i], _END)
-        if is_marker(rel):
-            below = [h is not _END and h.rel.startswith(rel) for h in heads[:2]]  # type: ignore[attr-defined]
-            yield _Row(rel, row[0], row[1], row[2], below[0], below[1])
-        else:
-            yield _Row(rel, row[0], row[1], row[2])
+        below = (_inside(heads[0], rel), _inside(heads[1], rel)) if is_marker(rel) else None
+        yield rel, row[0], row[1], row[2], below
+
+
+def _inside(head: object, marker: str) -> bool:
+    """True if a stream's next entry lies inside the marker's directory."""
+    return head is not _END and head.rel.startswith(marker)  # type: ignore[attr-defined]
 
 
 class UnsortedListing(ValueError):
