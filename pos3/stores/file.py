@@ -18,9 +18,8 @@ Guarantees on top of `ObjectStore`'s:
 * Directories a `delete` leaves empty are removed, up to the bucket.
 * A directory marker (a key ending in '/') is an empty directory: `put`
   creates the directory (any content is dropped, as SeaweedFS does), `list`
-  reports each empty directory as one (size 0), and
-  `delete` removes the directory only while it is empty. A directory that
-  holds anything is no marker.
+  reports each empty directory as one (size 0), and `delete` removes the
+  directory only while it is empty. A directory that holds anything is no marker.
 
 The profile takes no options.
 """
@@ -224,7 +223,7 @@ class FileStore(ObjectStore):
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 continue  # no object at this key
             except OSError as exc:
-                if is_marker(key) and exc.errno == errno.ENOTEMPTY:
+                if is_marker(key) and exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                     continue  # a directory that holds objects is no marker
                 raise
             self._prune(path.parent)
