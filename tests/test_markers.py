@@ -19,7 +19,8 @@ from pos3.local import LocalEntry
 from pos3.patterns import Excluder
 from pos3.planner import Action, Direction, RemoteEntry, plan
 from pos3.state import Record
-from pos3.store import ObjectMeta
+from pos3.store import ObjectMeta, StoreError
+from pos3.stores.file import FileStore
 from pos3.testing.conformance import empty_dirs
 from pos3.urls import parse
 
@@ -134,6 +135,26 @@ def test_remove_dir_never_removes_a_non_empty_directory(tmp_path):
     assert not (tmp_path / "a").exists()
     fs.remove_dir(tmp_path, tmp_path / "k/e", keep={tmp_path / "k"})  # but not one kept
     assert (tmp_path / "k").is_dir() and not (tmp_path / "k/e").exists()
+
+
+def test_file_store_markers_are_empty_directories(tmp_path):
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    store = FileStore(bucket)
+    src = tmp_path / "body"
+    src.write_bytes(b"dropped")
+    assert store.put("d/", src).size == 0 and (bucket / "d").is_dir()
+    assert [(m.key, m.size) for m in store.list("")] == [("d/", 0)]
+    src.write_bytes(b"x")
+    store.put("d/x", src)
+    assert [m.key for m in store.list("")] == ["d/x"] and store.head("d/") is None  # it holds an object now
+    store.delete(["d/"])  # no marker there: nothing is removed
+    assert (bucket / "d/x").read_bytes() == b"x"
+    store.delete(["d/x"])
+    assert list(bucket.iterdir()) == []
+    (bucket / "f").write_bytes(b"f")
+    with pytest.raises(StoreError, match="an object has the key 'f'"):
+        store.put("f/", src)
 
 
 # -- against SeaweedFS ------------------------------------------------------------
