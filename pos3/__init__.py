@@ -128,7 +128,8 @@ def upload(
 
     One listing request checks at once that the bucket exists and is reachable.
     Delete guards as in `download` (an empty local root never empties the remote
-    unless ``allow_wipe``).
+    unless ``allow_wipe``). Given a local path instead of a URL, creates that
+    directory (if it is not a file) and returns it.
     """
     return active().upload(remote, local, interval, delete, sync_on_error, exclude, profile, max_delete, allow_wipe)
 
@@ -154,9 +155,11 @@ def sync(
     )
 
 
-def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[Any]:
-    """List a remote prefix (full URLs; sub-prefixes end in '/' unless ``recursive``) or a local directory (paths).
+def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[str]:
+    """List a remote prefix as full URLs, or a local directory as paths (strings either way).
 
+    Sub-directories end in '/'; ``recursive`` lists every file and every empty
+    directory (directory marker) instead. A single object or file lists itself.
     URLs keep the profile the prefix named (``s3://NAME@bucket/...``), so they round-trip.
     """
     return active().ls(prefix, recursive, profile)

@@ -10,7 +10,7 @@ import secrets
 import stat
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -33,7 +33,8 @@ class UnsafeKeyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class LocalEntry:
-    """A local file: its path relative to the root ('' when the root is the file)."""
+    """A local file: its path relative to the root ('' when the root is the file),
+    or an empty directory: its path with a trailing '/' (see `is_marker`) and size 0."""
 
     rel: str
     size: int
@@ -44,6 +45,15 @@ def is_temp(name: str) -> bool:
     return name.startswith(TMP_PREFIX)
 
 
+def is_marker(rel: str) -> bool:
+    """True if ``rel`` (or a key) names a directory marker: it ends in '/'.
+
+    Locally a marker is an empty directory; remotely, a key ending in '/'
+    (whatever its size). It sorts just before anything inside it ("a/" < "a/x").
+    """
+    return rel.endswith("/")
+
+
 def sort_key(entry: os.DirEntry[str]) -> str:
     # A directory sorts as "name/" so that the walk yields full relative paths
     # in plain string order, the order object stores list keys in.
@@ -51,16 +61,18 @@ def sort_key(entry: os.DirEntry[str]) -> str:
 
 
 def walk(root: Path, exclude: Excluder | None = None, *, clean_temp: bool = False) -> Iterator[LocalEntry]:
-    """Yield the files under ``root`` sorted by relative path ('/'-separated).
+    """Yield the files under ``root`` sorted by relative path ('/'-separated),
+    and each empty directory below the root as a marker (``"a/b/"``, size 0).
 
     Leftover temporary download files are skipped (and removed when
-    ``clean_temp``). Symlinks are never followed out of the root: a symlink
-    to a regular file inside the root is listed (with its target's size and
-    mtime); symlinks to directories, links leading outside the root, dangling
-    links and entries that are not regular files (fifos, sockets, devices)
-    are skipped, links with a warning. A root that is a file yields one entry
-    with ``rel == ''``; a missing root yields nothing. An unreadable
-    directory raises `PermissionError` (never treated as empty).
+    ``clean_temp``); a directory holding nothing else is empty. Symlinks are
+    never followed out of the root: a symlink to a regular file inside the root
+    is listed (with its target's size and mtime); symlinks to directories, links
+    leading outside the root, dangling links and entries that are not regular
+    files (fifos, sockets, devices) are skipped, links with a warning. A root
+    that is a file yields one entry with ``rel == ''``; a missing root yields
+    nothing. An unreadable directory raises `PermissionError` (never treated as
+    empty).
     """
     try:
         st = root.stat()
@@ -79,12 +91,17 @@ def _inside(real: str, real_root: str) -> bool:
 def _walk_dir(path: str, rel: str, exclude: Excluder | None, clean_temp: bool, real_root: str) -> Iterator[LocalEntry]:
     with os.scandir(path) as it:
         entries = sorted(it, key=sort_key)
+    if rel and all(is_temp(e.name) for e in entries) and _clean(entries, clean_temp):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return  # removed meanwhile
+        yield LocalEntry(rel, 0, st.st_mtime_ns)  # an empty directory: its marker
+        return
     for entry in entries:
         child = rel + entry.name
         if is_temp(entry.name):
-            if clean_temp:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+            _clean([entry], clean_temp)
             continue
         _check_name(entry.path, entry.name)
         if entry.is_dir(follow_symlinks=False):
@@ -103,6 +120,21 @@ def _walk_dir(path: str, rel: str, exclude: Excluder | None, clean_temp: bool, r
         if not stat.S_ISREG(st.st_mode):
             continue
         yield LocalEntry(child, st.st_size, st.st_mtime_ns)
+
+
+def _clean(temps: list[os.DirEntry[str]], clean_temp: bool) -> bool:
+    """Remove leftover temporary files if ``clean_temp``; True if none is left."""
+    if not clean_temp:
+        return not temps
+    left = False
+    for entry in temps:
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            pass
+        except OSError:  # a directory of that name, or no permission: it stays
+            left = True
+    return not left
 
 
 def _check_name(path: str, name: str) -> None:
@@ -334,12 +366,28 @@ def prepare_parent(root: Path, path: Path) -> None:
         raise UnsafeKeyError(f"Refusing to write {path}: a directory on its path below {base} is a symlink")
 
 
-def remove_file(root: Path, path: Path) -> None:
-    """Delete ``path`` and then every directory it leaves empty, up to (not including) ``root``."""
+def remove_file(root: Path, path: Path, keep: Container[Path] = ()) -> None:
+    """Delete ``path`` and then every directory it leaves empty, up to (not including)
+    ``root`` or a directory in ``keep``."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    parent = path.parent
-    while parent != root and root in parent.parents:
+    _prune(root, path.parent, keep)
+
+
+def remove_dir(root: Path, path: Path, keep: Container[Path] = ()) -> None:
+    """Remove the directory ``path`` only if it is empty (never one that holds anything,
+    nor a symlink), then the directories that leaves empty, like `remove_file`."""
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return  # not empty, or not a directory: kept
+    _prune(root, path.parent, keep)
+
+
+def _prune(root: Path, parent: Path, keep: Container[Path]) -> None:
+    while parent != root and root in parent.parents and parent not in keep:
         try:
             parent.rmdir()
         except OSError:

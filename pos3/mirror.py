@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,7 +247,10 @@ class Mirror:
     ) -> Path:
         loc = self.resolver.locate(remote, profile, local)
         if isinstance(loc, Path):
-            return loc
+            path = loc.expanduser()
+            if not path.is_file():
+                fs.make_dirs(path)  # where the job writes its outputs
+            return path
         path = loc.local_path
         _check_interval(interval)
         guard = self._guard(max_delete, allow_wipe)
@@ -361,38 +364,57 @@ class Mirror:
 
     # -- listing --------------------------------------------------------------
 
-    def ls(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list:
+    def ls(
+        self, prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None
+    ) -> list[str]:
+        """Full URLs, or local paths as strings; directories end in '/' (see `pos3.ls`)."""
         loc = self.resolver.locate(prefix, profile)
         if isinstance(loc, Path):
             return _ls_local(loc.expanduser(), recursive)
         url, store = loc.url, loc.store
         dir_prefix = url.dir_prefix
         out: list[str] = []
-        for meta in store.list(dir_prefix):
-            rel = meta.key[len(dir_prefix) :]
-            if not rel or fs.is_temp(rel.rsplit("/", 1)[-1]):
+        rels = (meta.key[len(dir_prefix) :] for meta in store.list(dir_prefix))
+        for rel in _empty_markers_only(rels) if recursive else rels:
+            if not rel or fs.is_temp(rel.rstrip("/").rsplit("/", 1)[-1]):
                 continue
             if not recursive and "/" in rel:
-                child = url.with_key(dir_prefix + rel.split("/", 1)[0] + "/").qualified
-                if not out or out[-1] != child:
-                    out.append(child)
-                continue
-            if rel.endswith("/"):
-                continue
-            out.append(url.with_key(meta.key).qualified)
+                rel = rel.split("/", 1)[0] + "/"
+                if out and out[-1] == url.with_key(dir_prefix + rel).qualified:
+                    continue
+            out.append(url.with_key(dir_prefix + rel).qualified)
         if not out and url.key and not url.key.endswith("/") and store.head(url.key) is not None:
             out.append(url.qualified)
         return out
 
 
-def _ls_local(path: Path, recursive: bool) -> list[Path]:
+def _empty_markers_only(rels: Iterator[str]) -> Iterator[str]:
+    """Drop each directory marker that a key inside its directory follows (sorted input):
+    a recursive listing shows files and empty directories, as the local walk does."""
+    held: str | None = None
+    for rel in rels:
+        if held is not None and not rel.startswith(held):
+            yield held
+        held = None
+        if fs.is_marker(rel):
+            held = rel
+        else:
+            yield rel
+    if held is not None:
+        yield held
+
+
+def _ls_local(path: Path, recursive: bool) -> list[str]:
+    """``path`` itself if it is a file; else its children (recursive: files and empty
+    directories), sorted like remote keys, directories ending in '/'."""
     if path.is_file():
-        return [path]
+        return [str(path)]
     if not path.is_dir():
         raise FileNotFoundError(f"No such local path: {path}")
     if recursive:
-        return [fs.target(path, e.rel) for e in fs.walk(path)]
-    return sorted(p for p in path.iterdir() if not fs.is_temp(p.name))
+        return [str(path / e.rel) + ("/" if fs.is_marker(e.rel) else "") for e in fs.walk(path)]
+    children = (p for p in path.iterdir() if not fs.is_temp(p.name))
+    return sorted(str(p) + ("/" if p.is_dir() else "") for p in children)
 
 
 def _nested(a: Path, b: Path) -> bool:

@@ -16,6 +16,16 @@ destination match the source:
 Files that still match their record on both sides produce nothing.
 Excluded paths produce nothing at all: never copied, never deleted.
 No I/O happens here; the same planner serves every direction and backend.
+
+Directory markers (``rel`` ending in '/': an empty local directory, a remote
+key ending in '/') flow through the same merge and actions, by presence only
+(a marker has no content to compare): one at the source and absent at the
+destination is copied (an empty directory made, an empty object put); one at
+the destination only is deleted when deletes are on and the source has nothing
+under that directory either (a directory that holds files needs no marker,
+and a marker already there is left alone). A destination that has the
+directory only through its contents counts as having it, unless deletes will
+empty it: then the source's marker is copied, so the directory survives them.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from .local import LocalEntry
+from .local import LocalEntry, is_marker
 from .state import Record
 from .store import ObjectMeta
 
@@ -88,8 +98,13 @@ def plan(
     yielded before that point are copies of the right content or deletes,
     which the executor only runs once the whole plan has been read.
     """
-    for rel, loc, rem, rec in _merge(local, remote, records):
+    for rel, loc, rem, rec, below in _merge(local, remote, records):
         if excluded(rel):
+            continue
+        if below is not None:
+            action = _marker_action(direction, rel, loc, rem, below, delete)
+            if action is not None:
+                yield action
             continue
         if loc is None and rem is None:
             yield Action("forget", rel)
@@ -112,6 +127,29 @@ def plan(
         yield Action("copy" if loc.size != rem.meta.size else "verify", rel, loc, rem, size)
 
 
+def _marker_action(
+    direction: Direction,
+    rel: str,
+    loc: LocalEntry | None,
+    rem: RemoteEntry | None,
+    below: tuple[bool, bool],
+    delete: bool,
+) -> Action | None:
+    """What a directory marker needs (see the module docstring); records only get forgotten.
+    ``below`` says whether the local and the remote side list anything inside its directory."""
+    src, dst = (rem, loc) if direction is Direction.DOWN else (loc, rem)
+    dst_below, src_below = below if direction is Direction.DOWN else below[::-1]
+    if src is None and dst is None:
+        return Action("forget", rel)
+    if src is not None:
+        if dst is not None or (dst_below and (src_below or not delete)):
+            return None
+        return Action("copy", rel, loc, rem)
+    if delete and not src_below:
+        return Action("delete", rel, loc, rem)
+    return None
+
+
 def _matches(rec: Record, loc: LocalEntry, rem: RemoteEntry) -> bool:
     return (
         rec.local_size == loc.size
@@ -124,10 +162,13 @@ def _matches(rec: Record, loc: LocalEntry, rem: RemoteEntry) -> bool:
 _END = object()
 
 
-def _merge(
-    local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], records: Iterable[Record]
-) -> Iterator[tuple[str, LocalEntry | None, RemoteEntry | None, Record | None]]:
-    """Join three sorted streams on ``rel``: one tuple per distinct path."""
+_Row = tuple[str, LocalEntry | None, RemoteEntry | None, Record | None, tuple[bool, bool] | None]
+
+
+def _merge(local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], records: Iterable[Record]) -> Iterator[_Row]:
+    """Join three sorted streams on ``rel``: one row per distinct path. A marker's row ends
+    with whether the local and the remote side list anything inside its directory (the
+    next entry of each sorted stream); other rows end with ``None``."""
     streams = [_checked(local, "local"), _checked(remote, "remote"), _checked(records, "records")]
     heads = [next(s, _END) for s in streams]
     while True:
@@ -140,7 +181,13 @@ def _merge(
             if h is not _END and h.rel == rel:  # type: ignore[attr-defined]
                 row[i] = h
                 heads[i] = next(streams[i], _END)
-        yield rel, row[0], row[1], row[2]
+        below = (_inside(heads[0], rel), _inside(heads[1], rel)) if is_marker(rel) else None
+        yield rel, row[0], row[1], row[2], below
+
+
+def _inside(head: object, marker: str) -> bool:
+    """True if a stream's next entry lies inside the marker's directory."""
+    return head is not _END and head.rel.startswith(marker)  # type: ignore[attr-defined]
 
 
 class UnsortedListing(ValueError):

@@ -7,11 +7,13 @@ listings → `planner.plan` → `executor.execute` → the store / the local dis
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import logging
 import os
 import stat
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -57,6 +59,8 @@ class Root:
     #: The local filesystem's naming rules: limits before the first download's listing, then probed in full.
     names: fs.NameRules | None = None
     _probed: bool = False
+    #: Keys of directory markers with a body already warned about (once per marker).
+    warned_markers: set[str] = field(default_factory=set)
 
     # -- listings -------------------------------------------------------------
 
@@ -70,8 +74,11 @@ class Root:
     def remote_entries(self, direction: Direction, seen: list[int]) -> Iterator[RemoteEntry]:
         """The remote side, sorted by ``rel``; counts raw entries into ``seen[0]``.
 
-        Directory markers (keys ending in '/') are skipped. On download every
-        key must map inside the local root under ``self.names``, or
+        Directory markers (keys ending in '/') are entries like files; the
+        root's own marker (the prefix itself) is skipped. A marker with a body
+        is still a marker: its content is ignored, with one warning per key.
+        On download every key must map inside the local root under
+        ``self.names``, or
         `UnsafeKeyError` names it.
         """
         if self.single:
@@ -84,11 +91,24 @@ class Root:
         for meta in self.store.list(self.prefix):
             seen[0] += 1
             rel = meta.key[n:]
-            if not rel or (rel.endswith("/") and meta.size == 0):
+            if not rel:
                 continue
+            marker = fs.is_marker(rel)
+            if marker and meta.size:
+                self._warn_marker_body(meta)
             if direction is Direction.DOWN:
-                fs.check_rel(rel, meta.key, self.names)
+                fs.check_rel(rel[:-1] if marker else rel, meta.key, self.names)
             yield RemoteEntry(rel, meta)
+
+    def _warn_marker_body(self, meta: ObjectMeta) -> None:
+        if meta.key not in self.warned_markers:
+            self.warned_markers.add(meta.key)
+            log.warning(
+                "pos3: %s is a directory marker (its key ends in '/') but holds %d bytes; "
+                "treating it as a directory and ignoring its content",
+                self.url.with_key(meta.key),
+                meta.size,
+            )
 
     def local_entries(self, direction: Direction) -> Iterator[fs.LocalEntry]:
         return fs.walk(self.local, self.exclude, clean_temp=direction is Direction.DOWN)
@@ -260,6 +280,7 @@ class _Down(_Side):
         self._dirs: set[Path] = set()  # parents already created and checked in this run
         #: The umask lets world-write through: create each temporary file first, without it.
         self._precreate = not fs.umask() & stat.S_IWOTH
+        self._made: set[Path] = set()  # directories of markers copied in this run: deletes keep them
 
     def name(self, action: Action) -> str:
         return str(fs.target(self.root.local, action.rel))
@@ -286,7 +307,18 @@ class _Down(_Side):
             st = os.stat(dest)
         return _record(action.rel, st, meta)
 
+    def _mkdir(self, action: Action) -> Record:
+        """A marker: make its (empty) directory, inside the root."""
+        assert action.remote is not None
+        dest = fs.target(self.root.local, action.rel)
+        fs.prepare_parent(self.root.local, dest)
+        fs.make_dirs(dest)
+        self._made.add(dest)
+        return _record(action.rel, os.stat(dest), action.remote.meta)
+
     def copy(self, action: Action) -> Record:
+        if fs.is_marker(action.rel):
+            return self._mkdir(action)
         dest, tmp = self._prepare(action)
         try:
             meta = self.root.store.get(self.root.key(action.rel), tmp, action.size)
@@ -296,6 +328,8 @@ class _Down(_Side):
             raise
 
     def copy_async(self, action: Action) -> Future[Record] | None:
+        if fs.is_marker(action.rel):
+            return None
         dest, tmp = self._prepare(action)
         started = self.root.store.start_get(self.root.key(action.rel), tmp, action.size)
         if started is None:
@@ -308,17 +342,38 @@ class _Down(_Side):
         return chain(started, lambda meta: self._finish(action, dest, tmp, meta), failed)
 
     def delete(self, actions: list[Action]) -> None:
+        """Delete files, and the empty directories of stale markers (never a non-empty one);
+        directories left empty go too, except those of markers copied in this run."""
         for action in actions:
-            fs.remove_file(self.root.local, fs.target(self.root.local, action.rel))
+            remove = fs.remove_dir if fs.is_marker(action.rel) else fs.remove_file
+            remove(self.root.local, fs.target(self.root.local, action.rel), self._made)
 
 
 class _Up(_Side):
     """Local → remote: whole-object puts, batched remote deletes."""
 
+    def __init__(self, root: Root) -> None:
+        super().__init__(root)
+        self._markers: set[str] = set()  # markers put in this run
+
     def name(self, action: Action) -> str:
         return str(self.root.url.with_key(self.root.key(action.rel)))
 
+    def _put_marker(self, rel: str) -> Record:
+        """A marker: an empty object at ``prefix + rel`` (the key ends in '/')."""
+        st = os.stat(fs.target(self.root.local, rel))
+        fd, empty = tempfile.mkstemp(prefix=fs.TMP_PREFIX)
+        os.close(fd)
+        try:
+            meta = self.root.store.put(self.root.key(rel), Path(empty))
+        finally:
+            os.unlink(empty)
+        self._markers.add(rel)
+        return _record(rel, st, meta)
+
     def copy(self, action: Action) -> Record:
+        if fs.is_marker(action.rel):
+            return self._put_marker(action.rel)
         src = fs.target(self.root.local, action.rel)
         key = self.root.key(action.rel)
         for _ in range(UNSTABLE_RETRIES):
@@ -331,6 +386,8 @@ class _Up(_Side):
         return _record(action.rel, before, meta)
 
     def copy_async(self, action: Action) -> Future[Record] | None:
+        if fs.is_marker(action.rel):
+            return None
         src = fs.target(self.root.local, action.rel)
         key = self.root.key(action.rel)
         out: Future[Record] = Future()
@@ -352,4 +409,11 @@ class _Up(_Side):
         return out if attempt(0) else None
 
     def delete(self, actions: list[Action]) -> None:
+        """Delete the keys; then put again each marker of this run that had keys deleted
+        inside it (a store may drop a directory with its last object, as file:// does)."""
         self.root.store.delete(self.root.key(a.rel) for a in actions)
+        rels = [a.rel for a in actions]  # sorted: the plan's order
+        for rel in sorted(self._markers):
+            i = bisect.bisect_right(rels, rel)
+            if i < len(rels) and rels[i].startswith(rel):
+                self._put_marker(rel)

@@ -430,8 +430,8 @@ class RecordingProxy:
 
 @pytest.mark.reliability("A public profile never sends credentials on the wire (S3, CRT and boto3)", group="Secrets")
 @pytest.mark.parametrize("client", ["crt", "boto3"])
-def test_public_profile_sends_no_credentials(s3_server, s3, cache, tmp_path, client):
-    public = s3_server.public_bucket
+def test_public_profile_sends_no_credentials(s3_server, s3, public_bucket, cache, tmp_path, client):
+    public = public_bucket
     s3.put_object(Bucket=public, Key=f"pub-{client}/a", Body=b"public data")
     proxy = RecordingProxy(s3_server.endpoint)
     try:
@@ -456,7 +456,7 @@ def test_public_profile_sends_no_credentials(s3_server, s3, cache, tmp_path, cli
 
 
 @pytest.mark.parametrize("client", ["crt", "boto3"])
-def test_the_recording_proxy_sees_credentials_when_they_are_sent(s3_server, s3, cache, client):
+def test_the_recording_proxy_sees_credentials_when_they_are_sent(s3_server, s3, public_bucket, cache, client):
     """The control for the test above: the same requests with a signing profile do show credentials."""
     s3.put_object(Bucket=s3_server.public_bucket, Key=f"signed-{client}/a", Body=b"data")
     proxy = RecordingProxy(s3_server.endpoint)
