@@ -48,6 +48,8 @@ def mirror(
     show_progress: bool = True,
     max_workers: int = 10,
     default_profile: str | Profile | None = None,
+    max_upload_bytes_per_second: float | None = None,
+    max_download_bytes_per_second: float | None = None,
 ) -> Mirror:
     """Context manager activating the sync environment.
 
@@ -55,8 +57,19 @@ def mirror(
     sync in flight finished) and a failed upload raises; on an exception,
     ``KeyboardInterrupt`` or non-zero ``SystemExit`` only registrations with
     ``sync_on_error=True`` are synced and the original exception propagates.
+
+    ``max_upload_bytes_per_second`` / ``max_download_bytes_per_second`` cap the
+    total rate of object bodies in each direction: one limit shared by every
+    worker, part, store and profile of the mirror (``None``: full speed).
     """
-    return Mirror(cache_root, show_progress, max_workers, default_profile)
+    return Mirror(
+        cache_root,
+        show_progress,
+        max_workers,
+        default_profile,
+        max_upload_bytes_per_second=max_upload_bytes_per_second,
+        max_download_bytes_per_second=max_download_bytes_per_second,
+    )
 
 
 @overload
@@ -68,6 +81,8 @@ def with_mirror(
     show_progress: bool = ...,
     max_workers: int = ...,
     default_profile: str | Profile | None = ...,
+    max_upload_bytes_per_second: float | None = ...,
+    max_download_bytes_per_second: float | None = ...,
 ) -> Callable[[F], F]: ...
 def with_mirror(func: Callable[..., Any] | None = None, /, **kwargs: Any) -> Any:
     """Decorator form of `mirror`: each call of the function runs inside a fresh mirror.

@@ -31,6 +31,7 @@ from .state import StateDB, state_path
 from .store import ObjectStore
 from .sync import Root
 from .urls import RemoteURL
+from .wrappers.throttle import TokenBucket, throttled
 
 log = logging.getLogger("pos3")
 
@@ -77,13 +78,18 @@ class Mirror:
         show_progress: bool = True,
         max_workers: int = 10,
         default_profile: str | Profile | None = None,
+        max_upload_bytes_per_second: float | None = None,
+        max_download_bytes_per_second: float | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         self.cache_root = Path(cache_root).expanduser().absolute()
         self.show_progress = show_progress
         self.max_workers = max_workers
-        self.resolver = Resolver(self.cache_root, max_workers, default_profile)
+        # One bucket per direction, shared by every store of this mirror.
+        up = TokenBucket(max_upload_bytes_per_second) if max_upload_bytes_per_second is not None else None
+        down = TokenBucket(max_download_bytes_per_second) if max_download_bytes_per_second is not None else None
+        self.resolver = Resolver(self.cache_root, max_workers, default_profile, wrap=lambda s: throttled(s, down, up))
         self.default_profile = self.resolver.default_profile
         self._lock = threading.RLock()
         self._registrations: list[Registration] = []
