@@ -142,8 +142,9 @@ class S3Backend(Backend):
         self._crt_lock = threading.Lock()
 
     def crt(self) -> CrtTransfers | None:
-        """The native transfer client, created on first use; None when unavailable or not wanted."""
-        if not self._crt_wanted:
+        """The native transfer client, created on first use; None when unavailable or not wanted,
+        or while botocore's requests are answered in-process (moto's ``mock_aws``)."""
+        if not self._crt_wanted or _botocore_intercepted():
             return None
         with self._crt_lock:
             if self._crt is None and self._crt_wanted:
@@ -163,6 +164,16 @@ class S3Backend(Backend):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _botocore_intercepted() -> bool:
+    """True while an enabled ``before-send`` handler is installed for every botocore client, as
+    moto's ``mock_aws`` does to answer requests in-process: the CRT would bypass it (and reach the
+    network), so boto3 moves the bytes instead. A handler with ``enabled = False`` (moto imported,
+    no mock active) does not count."""
+    from botocore.handlers import BUILTIN_HANDLERS
+
+    return any(h[0].startswith("before-send") and getattr(h[1], "enabled", True) for h in BUILTIN_HANDLERS)
 
 
 class S3Store(ObjectStore):
