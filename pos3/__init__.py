@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+from .errors import user_facing
 from .executor import SyncError
 from .hookspecs import StoreSpec, hookimpl
 from .local import UnsafeKeyError
@@ -101,6 +102,7 @@ def with_mirror(func: Callable[..., Any] | None = None, /, **kwargs: Any) -> Any
     return decorate(func) if func is not None else decorate
 
 
+@user_facing
 def download(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -117,6 +119,7 @@ def download(
     return active().download(remote, local, delete, exclude, profile)
 
 
+@user_facing
 def upload(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -130,6 +133,7 @@ def upload(
     return active().upload(remote, local, interval, delete, sync_on_error, exclude, profile)
 
 
+@user_facing
 def sync(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -144,6 +148,7 @@ def sync(
     return active().sync(remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile)
 
 
+@user_facing
 def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[Any]:
     """List a remote prefix (full URLs; sub-prefixes end in '/' unless ``recursive``) or a local directory (paths).
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import local as fs
+from .errors import user_facing
 from .executor import Summary, SyncError
 from .patterns import Excluder
 from .planner import Direction
@@ -106,6 +107,7 @@ class Mirror:
         self.cache_root.mkdir(parents=True, exist_ok=True)
         return self
 
+    @user_facing
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         global _active
         failed = exc_type is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
@@ -134,11 +136,12 @@ class Mirror:
                 self._upload_now(reg)
             except Exception as exc:  # noqa: BLE001 - gathered and raised (or logged) below
                 errors.append((str(reg.root.url), exc))
-                log.error("pos3: final upload of %s failed: %s", reg.root.url, exc)
+                if failed:  # the block's own exception propagates: this one is only logged
+                    log.error("final upload of %s failed: %s", reg.root.url, exc)
         if errors and not failed:
             if len(errors) == 1:
                 raise errors[0][1]
-            raise SyncError("Final uploads", errors) from errors[0][1]
+            raise SyncError("Final uploads", errors)
 
     def _close(self) -> None:
         for state in self._states:
@@ -283,15 +286,13 @@ class Mirror:
                 summary = self._upload_now(reg, show_progress=False)  # no bars in the middle of the job's output
                 if summary.copied or summary.deleted:
                     log.info(
-                        "pos3: background upload of %s: %d copied, %d deleted",
+                        "background upload of %s: %d copied, %d deleted",
                         reg.root.url,
                         summary.copied,
                         summary.deleted,
                     )
             except Exception as exc:  # noqa: BLE001 - retried at the next interval
-                log.warning(
-                    "pos3: background upload of %s failed (retrying in %ss): %s", reg.root.url, reg.interval, exc
-                )
+                log.warning("background upload of %s failed (retrying in %ss): %s", reg.root.url, reg.interval, exc)
 
     def _upload_now(self, reg: Registration, show_progress: bool | None = None) -> Summary:
         root = reg.root
