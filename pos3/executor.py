@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from .planner import Action
 from .state import Record, StateDB
@@ -72,7 +73,8 @@ class _Progress:
     """
 
     def __init__(self, enabled: bool, desc: str) -> None:
-        self.enabled, self.desc, self.bar = enabled, desc, None
+        self.enabled, self.desc = enabled, desc
+        self.bar: Any = None  # a tqdm bar once the first transfer is planned
         self.files = self.files_done = self.bytes = 0
         self.complete = False
 

@@ -415,7 +415,7 @@ def _arm_paced_body(request: Any, **_: Any) -> None:
     """botocore's ``before-send`` hook: from now on a paced body is on the wire (a checksum
     wrapper around it keeps it as ``_raw``)."""
     body = request.body
-    for _ in range(3):
+    for _depth in range(3):
         if isinstance(body, _PacedBody):
             body.armed = True
             return
