@@ -21,12 +21,18 @@ from .state import Record, StateDB
 
 
 class SyncError(RuntimeError):
-    """One or more files failed to transfer; ``failures`` maps each path to its cause."""
+    """One or more files failed to transfer; ``failures`` maps each path to its cause.
+
+    The message lists the failed paths in order, each with its cause's type and message.
+    """
+
+    __module__ = "pos3"  # shown as pos3.SyncError, the name users import
 
     def __init__(self, what: str, failures: list[tuple[str, BaseException]]) -> None:
         self.failures = failures
         lines = [f"{what}: {len(failures)} file(s) failed"]
-        lines += [f"  {path}: {type(exc).__name__}: {exc}" for path, exc in failures[:50]]
+        shown = sorted(failures, key=lambda failure: failure[0])[:50]
+        lines += [f"  {path}: {type(exc).__name__}: {exc}" for path, exc in shown]
         if len(failures) > 50:
             lines.append(f"  ... and {len(failures) - 50} more")
         super().__init__("\n".join(lines))

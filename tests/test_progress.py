@@ -142,6 +142,8 @@ def test_failed_transfers_raise_one_short_sync_error_keeping_each_cause(
     err = info.value
     first = str(err).splitlines()
     assert "3 file(s) failed" in first[0] and all("PermissionError" in line for line in first[1:4])
+    assert [line.split(": ")[0].strip()[-6:] for line in first[1:4]] == ["f0.txt", "f1.txt", "f2.txt"]  # in order
+    assert traceback.format_exception_only(err)[0].startswith("pos3.SyncError: ")
     assert err.__cause__ is None and _own_frames(err) == []
     assert [type(exc) for _, exc in err.failures] == [PermissionError] * 3
     assert all(exc.__traceback__ is not None for _, exc in err.failures)  # kept for debugging
