@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import traceback
@@ -129,16 +128,22 @@ def test_failed_transfers_raise_one_short_sync_error_keeping_each_cause(
 ) -> None:
     """Anonymous uploads to a publicly readable bucket are refused: the error lists each file,
     and the files' tracebacks stay out of the way."""
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-        s3.create_bucket(Bucket=s3_server.public_bucket)
+    public = s3_server.public_bucket
+    created = public not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    if created:
+        s3.create_bucket(Bucket=public)
     local = tmp_path / "up"
     local.mkdir()
     for i in range(3):
         (local / f"f{i}.txt").write_text("x")
     anon = pos3.Profile(local_name="anon", endpoint=s3_server.endpoint, region="us-east-1", public=True)
-    with pytest.raises(pos3.SyncError) as info:
-        with pos3.mirror(cache_root=cache, show_progress=False):
-            pos3.upload(f"s3://{s3_server.public_bucket}/{tmp_path.name}/", local, interval=None, profile=anon)
+    try:
+        with pytest.raises(pos3.SyncError) as info:
+            with pos3.mirror(cache_root=cache, show_progress=False):
+                pos3.upload(f"s3://{public}/{tmp_path.name}/", local, interval=None, profile=anon)
+    finally:
+        if created:  # other tests create the shared public bucket themselves
+            s3.delete_bucket(Bucket=public)
     err = info.value
     first = str(err).splitlines()
     assert "3 file(s) failed" in first[0] and all("PermissionError" in line for line in first[1:4])
