@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+from .errors import user_facing
 from .executor import DeleteRefused, SyncError
 from .hookspecs import StoreSpec, hookimpl
 from .local import UnsafeKeyError
@@ -50,6 +51,8 @@ def mirror(
     max_workers: int = 10,
     default_profile: str | Profile | None = None,
     max_delete: int | float | None = None,
+    max_upload_bytes_per_second: float | None = None,
+    max_download_bytes_per_second: float | None = None,
 ) -> Mirror:
     """Context manager activating the sync environment.
 
@@ -58,8 +61,20 @@ def mirror(
     ``KeyboardInterrupt`` or non-zero ``SystemExit`` only registrations with
     ``sync_on_error=True`` are synced and the original exception propagates.
     ``max_delete`` limits every sync's deletes (see `download`) unless a call sets its own.
+
+    ``max_upload_bytes_per_second`` / ``max_download_bytes_per_second`` cap the
+    total rate of object bodies in each direction: one limit shared by every
+    worker, part, store and profile of the mirror (``None``: full speed).
     """
-    return Mirror(cache_root, show_progress, max_workers, default_profile, max_delete)
+    return Mirror(
+        cache_root,
+        show_progress,
+        max_workers,
+        default_profile,
+        max_delete,
+        max_upload_bytes_per_second=max_upload_bytes_per_second,
+        max_download_bytes_per_second=max_download_bytes_per_second,
+    )
 
 
 @overload
@@ -72,6 +87,8 @@ def with_mirror(
     max_workers: int = ...,
     default_profile: str | Profile | None = ...,
     max_delete: int | float | None = ...,
+    max_upload_bytes_per_second: float | None = ...,
+    max_download_bytes_per_second: float | None = ...,
 ) -> Callable[[F], F]: ...
 def with_mirror(func: Callable[..., Any] | None = None, /, **kwargs: Any) -> Any:
     """Decorator form of `mirror`: each call of the function runs inside a fresh mirror.
@@ -90,6 +107,7 @@ def with_mirror(func: Callable[..., Any] | None = None, /, **kwargs: Any) -> Any
     return decorate(func) if func is not None else decorate
 
 
+@user_facing
 def download(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -113,6 +131,7 @@ def download(
     return active().download(remote, local, delete, exclude, profile, max_delete, allow_wipe)
 
 
+@user_facing
 def upload(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -134,6 +153,7 @@ def upload(
     return active().upload(remote, local, interval, delete, sync_on_error, exclude, profile, max_delete, allow_wipe)
 
 
+@user_facing
 def sync(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -155,6 +175,7 @@ def sync(
     )
 
 
+@user_facing
 def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[str]:
     """List a remote prefix as full URLs, or a local directory as paths (strings either way).
 

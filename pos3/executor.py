@@ -11,21 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import queue
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from .planner import Action, Tally
 from .state import Record, StateDB
 
 
 class SyncError(RuntimeError):
-    """One or more files failed to transfer; ``failures`` maps each path to its cause."""
+    """One or more files failed to transfer; ``failures`` maps each path to its cause.
+
+    The message lists the failed paths in order, each with its cause's type and message.
+    """
+
+    __module__ = "pos3"  # shown as pos3.SyncError, the name users import
 
     def __init__(self, what: str, failures: list[tuple[str, BaseException]]) -> None:
         self.failures = failures
         lines = [f"{what}: {len(failures)} file(s) failed"]
-        lines += [f"  {path}: {type(exc).__name__}: {exc}" for path, exc in failures[:50]]
+        shown = sorted(failures, key=lambda failure: failure[0])[:50]
+        lines += [f"  {path}: {type(exc).__name__}: {exc}" for path, exc in shown]
         if len(failures) > 50:
             lines.append(f"  ... and {len(failures) - 50} more")
         super().__init__("\n".join(lines))
@@ -117,25 +125,59 @@ class Operations:
     copy_async: Callable[[Action], Future[Record] | None] = lambda action: None
 
 
+#: Planned transfers read ahead of the workers, so that the plan (and the bar's total) is
+#: complete early: whole for plans up to this many transfers, at the cost of ~1 KiB each.
+READ_AHEAD = 10_000
+
+
 class _Progress:
-    """A tqdm bar that appears with the first transfer and grows its total as the plan streams in."""
+    """A tqdm bar of bytes and files that appears with the first transfer.
+
+    While the plan still streams in, the bar shows no percentage and says so
+    (``listing…``, files as ``3/17+``); once the plan is complete its total is
+    exact, so a successful run ends at 100%.
+    """
 
     def __init__(self, enabled: bool, desc: str) -> None:
-        self.enabled, self.desc, self.bar = enabled, desc, None
+        self.enabled, self.desc = enabled, desc
+        self.bar: Any = None  # a tqdm bar once the first transfer is planned
+        self.files = self.files_done = self.bytes = 0
+        self.complete = False
 
     def add(self, size: int) -> None:
+        """Count one more planned transfer of ``size`` bytes."""
         if not self.enabled:
             return
+        self.files += 1
+        self.bytes += size
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=size, desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.2)
-        else:
-            self.bar.total += size  # shown at the next update
+            self.bar = tqdm(
+                desc=self.desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.2, postfix=self._files()
+            )
+
+    def planned(self) -> None:
+        """The plan is complete: fix the total."""
+        self.complete = True
+        if self.bar is not None:
+            self.bar.total = self.bytes
+            self._postfix(refresh=True)
 
     def done(self, size: int) -> None:
         if self.bar is not None:
+            self.files_done += 1
+            self._postfix(refresh=False)
             self.bar.update(size)
+
+    def _files(self) -> str:
+        if self.complete:
+            return f"{self.files_done}/{self.files} files"
+        return f"{self.files_done}/{self.files}+ files, listing…"
+
+    def _postfix(self, refresh: bool) -> None:
+        assert self.bar is not None
+        self.bar.set_postfix_str(self._files(), refresh=refresh)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -198,22 +240,37 @@ def execute(
             state.write(records)
             records.clear()
 
+    def start(action: Action) -> None:
+        fut = _start(action, ops, pool)
+        pending[fut] = action
+        fut.add_done_callback(finished.put)
+
+    plan = iter(actions)
+    queued: deque[Action] = deque()  # planned, not started yet
+    planning = True
     pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pos3")
     try:
-        for action in actions:
-            if action.kind == "forget":
-                forgets.append(action.rel)
-            elif action.kind == "delete":
-                deletes.append(action)
+        while True:
+            while not finished.empty():
+                collect_one()
+            while queued and len(pending) < limit:
+                start(queued.popleft())
+            if planning and len(queued) < READ_AHEAD:
+                action = next(plan, None)
+                if action is None:
+                    planning = False
+                    progress.planned()
+                elif action.kind == "forget":
+                    forgets.append(action.rel)
+                elif action.kind == "delete":
+                    deletes.append(action)
+                else:
+                    progress.add(action.size)
+                    queued.append(action)
+            elif pending:
+                collect_one()
             else:
-                progress.add(action.size)
-                fut = _start(action, ops, pool)
-                pending[fut] = action
-                fut.add_done_callback(finished.put)
-                if len(pending) >= limit:
-                    collect_one()
-        while pending:
-            collect_one()
+                break
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         # On an interrupt, still record whatever finished.

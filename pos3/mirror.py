@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import local as fs
+from .errors import user_facing
 from .executor import DeleteGuard, Summary, SyncError, check_max_delete
 from .patterns import Excluder
 from .planner import Direction
@@ -31,6 +32,7 @@ from .state import StateDB, state_path
 from .store import ObjectStore
 from .sync import Root
 from .urls import RemoteURL
+from .wrappers.throttle import TokenBucket, throttled
 
 log = logging.getLogger("pos3")
 
@@ -79,6 +81,8 @@ class Mirror:
         max_workers: int = 10,
         default_profile: str | Profile | None = None,
         max_delete: int | float | None = None,
+        max_upload_bytes_per_second: float | None = None,
+        max_download_bytes_per_second: float | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
@@ -87,7 +91,10 @@ class Mirror:
         self.cache_root = Path(cache_root).expanduser().absolute()
         self.show_progress = show_progress
         self.max_workers = max_workers
-        self.resolver = Resolver(self.cache_root, max_workers, default_profile)
+        # One bucket per direction, shared by every store of this mirror.
+        up = TokenBucket(max_upload_bytes_per_second) if max_upload_bytes_per_second is not None else None
+        down = TokenBucket(max_download_bytes_per_second) if max_download_bytes_per_second is not None else None
+        self.resolver = Resolver(self.cache_root, max_workers, default_profile, wrap=lambda s: throttled(s, down, up))
         self.default_profile = self.resolver.default_profile
         self._lock = threading.RLock()
         self._registrations: list[Registration] = []
@@ -104,6 +111,7 @@ class Mirror:
         fs.make_dirs(self.cache_root)
         return self
 
+    @user_facing
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         global _active
         failed = exc_type is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
@@ -132,11 +140,12 @@ class Mirror:
                 self._upload_now(reg)
             except Exception as exc:  # noqa: BLE001 - gathered and raised (or logged) below
                 errors.append((str(reg.root.url), exc))
-                log.error("pos3: final upload of %s failed: %s", reg.root.url, exc)
+                if failed:  # the block's own exception propagates: this one is only logged
+                    log.error("final upload of %s failed: %s", reg.root.url, exc)
         if errors and not failed:
             if len(errors) == 1:
                 raise errors[0][1]
-            raise SyncError("Final uploads", errors) from errors[0][1]
+            raise SyncError("Final uploads", errors)
 
     def _close(self) -> None:
         for state in self._states:
@@ -339,15 +348,13 @@ class Mirror:
                 summary = self._upload_now(reg, show_progress=False)  # no bars in the middle of the job's output
                 if summary.copied or summary.deleted:
                     log.info(
-                        "pos3: background upload of %s: %d copied, %d deleted",
+                        "background upload of %s: %d copied, %d deleted",
                         reg.root.url,
                         summary.copied,
                         summary.deleted,
                     )
             except Exception as exc:  # noqa: BLE001 - retried at the next interval
-                log.warning(
-                    "pos3: background upload of %s failed (retrying in %ss): %s", reg.root.url, reg.interval, exc
-                )
+                log.warning("background upload of %s failed (retrying in %ss): %s", reg.root.url, reg.interval, exc)
 
     def _upload_now(self, reg: Registration, show_progress: bool | None = None) -> Summary:
         root = reg.root

@@ -145,7 +145,7 @@ class Root:
                 # Some servers (SeaweedFS) list a directory's objects before its
                 # siblings that sort earlier ("a/b" before "a-b"). Nothing was
                 # deleted; what was copied is recorded. Plan again from a sorted copy.
-                log.info("pos3: %s is not listed in byte order; sorting its listing in memory", self.url)
+                log.info("%s is not listed in byte order; sorting its listing in memory", self.url)
                 self.sort_remote = True
                 return self._run(direction, delete, max_workers, show_progress, missing_ok, guard or DeleteGuard())
 
@@ -230,7 +230,7 @@ def _changed_since(path: Path, before: os.stat_result) -> bool:
     after = os.stat(path)
     if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
         return False
-    log.info("pos3: %s changed during its upload; sending it again", path)
+    log.info("%s changed during its upload; sending it again", path)
     return True
 
 

@@ -34,16 +34,16 @@ import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..hookspecs import StoreSpec, hookimpl
 from ..local import TMP_PREFIX, UnsafeKeyError, check_rel, is_marker, is_temp, prepare_parent, sort_key
-from ..store import Backend, ObjectMeta, ObjectStore, StoreError
+from ..store import PACE_CHUNK, Backend, ObjectMeta, ObjectStore, Pace, StoreError
 
 if TYPE_CHECKING:
     from ..profiles import Profile
 
-CHUNK = 1 << 20
+CHUNK = PACE_CHUNK
 #: mtime steps `put` tries, finest first, until the filesystem stores a later mtime.
 _MTIME_STEPS_NS = (1, 1_000, 1_000_000, 1_000_000_000, 2_000_000_000)
 
@@ -75,8 +75,12 @@ def _meta(key: str, st: os.stat_result) -> ObjectMeta:
 class FileStore(ObjectStore):
     """Objects as files under ``root`` (the bucket directory)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, down: Pace | None = None, up: Pace | None = None) -> None:
         self.root = root
+        self._down, self._up = down, up
+
+    def paced(self, down: Pace | None, up: Pace | None) -> FileStore:
+        return FileStore(self.root, down, up)
 
     def _url(self, key: str) -> str:
         return f"file://{self.root}/{key}"
@@ -155,7 +159,7 @@ class FileStore(ObjectStore):
         with src:
             st = os.fstat(src.fileno())  # the version being read, even if replaced meanwhile
             with open(dest, "wb") as out:
-                shutil.copyfileobj(src, out, CHUNK)
+                _copy(src, out, self._down)
         return _meta(key, st)
 
     # -- writes ---------------------------------------------------------------
@@ -201,7 +205,7 @@ class FileStore(ObjectStore):
                 continue  # a concurrent delete removed the empty directory: create it again
             try:
                 with out, open(src, "rb") as f:
-                    shutil.copyfileobj(f, out, CHUNK)
+                    _copy(f, out, self._up)
                     out.flush()
                     os.fsync(out.fileno())
             except BaseException:
@@ -244,6 +248,16 @@ def _is_empty_dir(path: Path) -> bool:
             return next(it, None) is None
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+def _copy(src: BinaryIO, out: BinaryIO, pace: Pace | None) -> None:
+    """Copy ``src`` to ``out`` in chunks, charging ``pace`` (if any) for each before writing it."""
+    if pace is None:
+        shutil.copyfileobj(src, out, CHUNK)
+        return
+    while data := src.read(CHUNK):
+        pace(len(data))
+        out.write(data)
 
 
 def _checked_name(entry: os.DirEntry[str]) -> str:

@@ -39,8 +39,9 @@ import pytest
 import pos3
 
 from ..profiles import Profile
-from ..store import ObjectMeta, ObjectStore
+from ..store import PACE_CHUNK, ObjectMeta, ObjectStore
 from ..urls import parse
+from ..wrappers.throttle import ThrottledStore, TokenBucket
 
 __all__ = ["Remote", "StoreConformance", "Target", "unique_prefix"]
 
@@ -356,6 +357,26 @@ class StoreConformance:
         assert os.path.getsize(dest) == size and _file_sha256(dest) == digest.hexdigest()
         for m in (put, listed, got):
             assert m.md5 in (None, md5.hexdigest())
+
+    def test_paced_view_charges_every_body_byte(self, remote: Remote) -> None:
+        """The optional `ObjectStore.paced` capability: each direction charges exactly the
+        bytes it moves, in chunks of at most `PACE_CHUNK`; without it, the throttle wrapper
+        falls back to charging whole objects."""
+        down: list[int] = []
+        up: list[int] = []
+        paced = remote.store.paced(down.append, up.append)
+        if paced is None:
+            assert ThrottledStore(remote.store, TokenBucket(1e12), TokenBucket(1e12)).per_object
+            return
+        data = os.urandom(3 * MiB + 123)
+        put = paced.put(remote.key("paced.bin"), remote.scratch_file(data))
+        assert put.size == len(data) and sum(up) == len(data) and down == []
+        assert max(up) <= PACE_CHUNK
+        up.clear()
+        dest = remote.scratch_file()
+        got = paced.get(remote.key("paced.bin"), dest, len(data))
+        assert got.version == put.version and dest.read_bytes() == data
+        assert sum(down) == len(data) and max(down) <= PACE_CHUNK and up == []
 
     def test_put_meta_matches_list_head_and_get(self, remote: Remote) -> None:
         put = remote.put("dir/obj.txt", b"hello world")
