@@ -68,9 +68,9 @@ def rank(env: dict[str, str], cache: Path, ckpt: str, dataset: str, me: int, ste
         path = pos3.sync(ckpt, interval=0.05, delete_remote=False)
         go.wait(60)  # every rank registered (and resumed) before any writes
         mine = path / f"r{me}"
-        mine.mkdir(exist_ok=True)
         for step in range(steps):
             if me < 2:
+                mine.mkdir(exist_ok=True)
                 (mine / f"step-{step:03d}.pt").write_bytes(os.urandom(1000 * (step % 7)))
                 (mine / "latest.pt").write_bytes(os.urandom(50_000 + 10_000 * (step % 5)))
             else:

@@ -177,7 +177,7 @@ def writer(path: Path, mode: str, stop: threading.Event, rng: random.Random) -> 
 )
 def test_background_uploads_racing_a_writer(s3, bucket, cache, caplog, mode, client, reliability):
     rng = random.Random(f"{mode}-{os.getpid()}")
-    profile = pos3.Profile(options={"transfer_client": client})
+    profile = pos3.Profile(local_name=f"via-{client}", options={"transfer_client": client})
     key = "out/model.bin"
     versions: set[str] = set()
 
