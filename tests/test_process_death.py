@@ -26,6 +26,7 @@ from mirror_checks import assert_records_honest, md5, poll, remote_listing
 import pos3
 from helpers import local_tree, remote_tree, write
 from pos3.local import TMP_PREFIX
+from pos3.signals import SignalGuard
 
 MiB = 1024 * 1024
 SOAK = int(os.environ.get("POS3_SOAK", "1"))
@@ -403,3 +404,29 @@ def test_a_mirror_outside_the_main_thread_installs_nothing(cache):
     thread.start()
     thread.join(60)
     assert seen == [signal.SIG_DFL]
+
+
+def test_a_sigterm_landing_in_the_exit_code_is_deferred_until_the_uploads_ran():
+    """The handler never raises inside the mirror's ``__exit__`` (before its uploads could run):
+    it arms the stop-at-once default and `exiting` raises `Terminated` after the uploads."""
+
+    def fake_exit() -> None:
+        sigterm_here_deferred()
+
+    def sigterm_here_deferred() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # lands in fake_exit's frame: deferred, nothing raised
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the next one would stop at once
+
+    guard = SignalGuard(fake_exit.__code__)
+    guard.enter()
+    try:
+        fake_exit()
+        assert guard.received
+        uploads_ran = []
+        with pytest.raises(pos3.Terminated):
+            with guard.exiting(None):
+                uploads_ran.append(True)
+        assert uploads_ran == [True]
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
