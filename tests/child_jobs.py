@@ -76,3 +76,15 @@ def rank(env: dict[str, str], cache: Path, ckpt: str, dataset: str, me: int, ste
             else:
                 pos3.download(dataset)
             time.sleep(0.01)  # simulated work between checkpoints, not synchronisation
+
+
+def open_records(path: Path, cycles: int, go: Event) -> None:
+    """Open one root's records (a new database at first), write, read and close, ``cycles`` times."""
+    from pos3.state import Record, StateDB
+
+    assert go.wait(60)
+    for k in range(cycles):
+        db = StateDB(path)
+        db.write([Record(f"{os.getpid()}-{k}", 1, 1, 1, "v")])
+        sum(1 for _ in db.records())
+        db.close()

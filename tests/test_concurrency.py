@@ -12,13 +12,14 @@ import contextlib
 import logging
 import os
 import random
+import sqlite3
 import threading
 from collections import defaultdict
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-from child_jobs import forked, rank, wave
+from child_jobs import forked, open_records, rank, wave
 from mirror_checks import assert_records_honest, md5, poll, remote_listing
 
 import pos3
@@ -138,6 +139,28 @@ def test_ranks_sharing_a_cache_sync_one_root_while_two_write(s3, s3_server, buck
         assert_records_honest(cache, local, remote_listing(s3, bucket, f"{ckpt}/"))
         assert local_tree(cache / "_" / bucket / "data") == files
     reliability.runs(RANK_RUNS)
+
+
+@pytest.mark.reliability("Processes opening one new state database at once: none refused", group="Concurrency")
+def test_processes_opening_one_state_database_at_once(tmp_path, reliability):
+    """Ranks sharing a cache open the same new state database at once; SQLite refuses all but one
+    switch to WAL mode at once ("database is locked", no waiting): each must retry, never fail."""
+    ctx, rounds, procs_n, cycles = forked(), 10 * SOAK, 6, 10
+    for i in range(rounds):
+        path = tmp_path / f"s{i}.sqlite"
+        go = ctx.Event()
+        procs = [ctx.Process(target=open_records, args=(path, cycles, go)) for _ in range(procs_n)]
+        for p in procs:
+            p.start()
+        go.set()
+        assert join_all(procs) == [0] * procs_n
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert conn.execute("SELECT COUNT(*) FROM records").fetchone() == (procs_n * cycles,)
+        finally:
+            conn.close()
+    reliability.runs(rounds)
 
 
 # -- a background upload racing a writer -------------------------------------------
