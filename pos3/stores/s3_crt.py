@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 from xml.etree import ElementTree
 
+from ..integrity import IntegrityError, TransferInterrupted
 from ..local import md5_digest
 from ..store import ObjectMeta, StoreError, chain
 
@@ -36,9 +37,11 @@ _PROBE_KEY = "__pos3_probe__"
 class CrtTransfers:
     """GET to a file and PUT from a file for one boto3 client."""
 
-    def __init__(self, client: Any, credentials: Any, public: bool, part_size: int) -> None:
+    def __init__(
+        self, client: Any, credentials: Any, public: bool, part_size: int, max_attempts: int = 8, timeout: float = 120
+    ) -> None:
         from awscrt.auth import AwsCredentials, AwsCredentialsProvider
-        from awscrt.s3 import S3Client, S3RequestTlsMode, create_default_s3_signing_config
+        from awscrt.s3 import S3Client, S3RequestTlsMode, S3RetryConfig, create_default_s3_signing_config
 
         self.client = client
         region = client.meta.region_name or "us-east-1"
@@ -60,7 +63,8 @@ class CrtTransfers:
             multipart_upload_threshold=max(part_size, MULTIPART_THRESHOLD),
             throughput_target_gbps=10.0,
             memory_limit=max(MEMORY_LIMIT, 8 * part_size),
-            connect_timeout_ms=10_000,  # as the boto3 client's connect_timeout
+            connect_timeout_ms=int(min(10, timeout) * 1000),  # as the boto3 client's connect_timeout
+            retry_config=S3RetryConfig(max_retries=max(1, max_attempts - 1)),  # as boto3's max_attempts
         )
         self._bases: dict[str, tuple[str, str]] = {}
 
@@ -108,7 +112,10 @@ class CrtTransfers:
         target = (path[:-1] if path.endswith("/") and path != "/" else path) + "?" + urlencode(query, quote_via=quote)
         what = f"Listing s3://{bucket}/{prefix}"
         self._start("DEFAULT", target, host, [], what, on_body=on_body, operation_name="ListObjectsV2").result()
-        return _parse_list(bytes(body))
+        try:
+            return _parse_list(bytes(body))
+        except (ElementTree.ParseError, ValueError) as exc:
+            raise TransferInterrupted(f"{what}: unreadable listing page ({exc})") from exc
 
     def start_get(self, bucket: str, key: str, dest: Path) -> Future:
         """Download ``key`` into ``dest``; the future gives its `ObjectMeta`."""
@@ -120,19 +127,39 @@ class CrtTransfers:
     def start_put(self, bucket: str, key: str, src: Path, size: int) -> Future:
         """Upload ``src`` (of ``size`` bytes) to ``key``; the future gives its `ObjectMeta`."""
         host, path = self._target(bucket, key)
+        from awscrt.s3 import S3ChecksumAlgorithm, S3ChecksumConfig, S3ChecksumLocation
+
         headers = [("Content-Length", str(size))]
+        extra: dict[str, Any] = {}
         if size <= MULTIPART_THRESHOLD:  # one request: let the server check the bytes it got
             headers.append(("Content-MD5", base64.b64encode(md5_digest(src)).decode()))
+        else:  # parts: each sent with a CRC32C the server checks (the caller checks the ETag after)
+            extra["checksum_config"] = S3ChecksumConfig(
+                algorithm=S3ChecksumAlgorithm.CRC32C, location=S3ChecksumLocation.HEADER
+            )
         what = f"Uploading s3://{bucket}/{key}"
-        started = self._start("PUT_OBJECT", path, host, headers, what, send_filepath=str(src))
+        started = self._start("PUT_OBJECT", path, host, headers, what, send_filepath=str(src), **extra)
         return _then(started, lambda got: _meta(key, size, got), what)
 
 
 def _then(fut: Future, fn: Any, what: str) -> Future:
     """A future of ``fn(fut.result())``; a CRT error becomes the matching Python exception."""
+    return chain(fut, fn, lambda exc: _map_crt(exc, what))
+
+
+def _map_crt(exc: BaseException, what: str) -> BaseException:
+    """An `S3ResponseError` by its status and code; any other CRT error (refused or broken
+    connections after the CRT's retries) as a `StoreError` naming it; the rest unchanged."""
+    from awscrt.exceptions import AwsCrtError
     from awscrt.s3 import S3ResponseError
 
-    return chain(fut, fn, lambda exc: _map(exc, what) if isinstance(exc, S3ResponseError) else exc)
+    if isinstance(exc, S3ResponseError) and getattr(exc, "status_code", 0):
+        return _map(exc, what)
+    if isinstance(exc, AwsCrtError):
+        if exc.name in ("AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH", "AWS_ERROR_S3_CHECKSUM_CALCULATION_FAILED"):
+            return IntegrityError(f"{what}: checksum mismatch ({exc.name})")
+        return StoreError(f"{what}: {exc.name}")
+    return exc
 
 
 @dataclass
@@ -209,4 +236,8 @@ def _map(exc: Any, what: str) -> Exception:
         return FileNotFoundError(f"{what}: not found ({code})")
     if status == 403:
         return PermissionError(f"{what}: access denied ({code})")
+    from .s3 import INTEGRITY_CODES
+
+    if code in INTEGRITY_CODES:
+        return IntegrityError(f"{what}: the server received bytes that do not match their checksum ({code})")
     return StoreError(f"{what}: HTTP {status} {code}")
