@@ -173,7 +173,9 @@ class AzureBackend(Backend):
         widen_pool(self.session, max(10, 2 * max_workers))
         config: dict[str, Any] = {
             "transport": RequestsTransport(session=self.session, session_owner=False),
-            "retry_policy": blob.ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=attempts - 1),
+            "retry_policy": blob.ExponentialRetry(
+                initial_backoff=1, increment_base=2, retry_total=attempts - 1, random_jitter_range=1
+            ),
             "connection_timeout": min(20, timeout),
             "read_timeout": timeout,
             "max_block_size": 8 * MiB,
@@ -348,8 +350,19 @@ class AzureStore(ObjectStore):
         return max(1, min(8, self.backend.max_workers))
 
     def delete(self, keys: Iterable[str]) -> None:
-        for batch in batches(keys, BATCH):
+        """Delete in batches; a missing container raises `FileNotFoundError` (a missing key does not)."""
+        for n, batch in enumerate(batches(keys, BATCH)):
+            if n == 0:
+                self._check_container()  # sub-requests would take its 404 for "already gone"
             self._delete_batch(batch)
+
+    def _check_container(self) -> None:
+        try:
+            exists = self.container.exists()
+        except Exception as exc:
+            raise _map_error(exc, f"Reading az://{self.name}") from exc
+        if not exists:
+            raise FileNotFoundError(f"No such container: az://{self.name}")
 
     def _delete_batch(self, keys: list[str]) -> None:
         left = self._try_batch(keys) if self.backend.batch_ok and len(keys) > 1 else keys

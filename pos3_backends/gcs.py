@@ -166,7 +166,9 @@ class GCSStore(ObjectStore):
         self.backend = backend
         self.client = backend.client
         self.bucket = backend.client.bucket(bucket)
-        self.retry = DEFAULT_RETRY.with_timeout(backend.retry_deadline)
+        deadline = backend.retry_deadline
+        # The SDK's backoff (1 s, doubling), started shorter when the deadline is short.
+        self.retry = DEFAULT_RETRY.with_timeout(deadline).with_delay(initial=min(1.0, deadline / 10))
         self.timeout = backend.timeout
 
     def _url(self, key: str) -> str:
@@ -281,7 +283,10 @@ class GCSStore(ObjectStore):
     # -- deletes --------------------------------------------------------------
 
     def delete(self, keys: Iterable[str]) -> None:
-        for batch in batches(keys, BATCH):
+        """Delete in batches; a missing bucket raises `FileNotFoundError` (a missing key does not)."""
+        for n, batch in enumerate(batches(keys, BATCH)):
+            if n == 0:
+                self._check_bucket()  # single deletes would take its 404 for "already gone"
             self._delete_batch(batch)
 
     def _delete_batch(self, keys: list[str]) -> None:
