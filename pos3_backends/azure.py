@@ -60,7 +60,7 @@ from pos3.integrity import IntegrityError, check_md5, retried
 from pos3.local import md5_digest
 from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError, batches
 
-from ._common import MiB, b64_to_hex, checked_options, run_all, undeleted, utf8_order, widen_pool
+from ._common import MiB, b64_to_hex, checked_options, network_error, run_all, undeleted, utf8_order, widen_pool
 
 if TYPE_CHECKING:
     from pos3.profiles import Profile
@@ -172,7 +172,13 @@ class AzureBackend(Backend):
         self.session = requests.Session()
         widen_pool(self.session, max(10, 2 * max_workers))
         config: dict[str, Any] = {
-            "transport": RequestsTransport(session=self.session, session_owner=False),
+            # Timeouts go to the transport itself: a given transport ignores the client's.
+            "transport": RequestsTransport(
+                session=self.session,
+                session_owner=False,
+                connection_timeout=min(20, timeout),
+                read_timeout=timeout,
+            ),
             "retry_policy": blob.ExponentialRetry(
                 initial_backoff=1, increment_base=2, retry_total=attempts - 1, random_jitter_range=1
             ),
@@ -305,17 +311,20 @@ class AzureStore(ObjectStore):
         return retried(lambda: self._get(key, dest), f"Downloading {self._url(key)}")
 
     def _get(self, key: str, dest: Path) -> ObjectMeta:
+        what = f"Downloading {self._url(key)}"
         try:
             with open(dest, "wb") as f:
                 stream = self.container.get_blob_client(key).download_blob(max_concurrency=self._concurrency)
                 stream.readinto(f)
-        except OSError:
-            raise
+        except OSError as exc:
+            if not network_error(exc):
+                raise  # a local disk error
+            raise _map_error(exc, what) from exc
         except Exception as exc:
-            raise _map_error(exc, f"Downloading {self._url(key)}") from exc
+            raise _map_error(exc, what) from exc
         meta = _meta(key, stream.properties)
         if meta.md5 is not None:
-            check_md5(dest, meta.md5, f"Downloading {self._url(key)}")
+            check_md5(dest, meta.md5, what)
         return meta
 
     def put(self, key: str, src: Path) -> ObjectMeta:
@@ -325,6 +334,7 @@ class AzureStore(ObjectStore):
     def _put(self, key: str, src: Path) -> ObjectMeta:
         from azure.storage.blob import ContentSettings
 
+        what = f"Uploading {self._url(key)}"
         try:
             size = os.stat(src).st_size
             settings = ContentSettings(content_type="application/octet-stream", content_md5=md5_digest(src))
@@ -337,10 +347,12 @@ class AzureStore(ObjectStore):
                     validate_content=True,
                     max_concurrency=self._concurrency,
                 )
-        except OSError:
-            raise
+        except OSError as exc:
+            if not network_error(exc):
+                raise  # a local disk error
+            raise _map_error(exc, what) from exc
         except Exception as exc:
-            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+            raise _map_error(exc, what) from exc
         modified = r.get("last_modified")
         mtime = modified.timestamp() if modified is not None else None
         return ObjectMeta(key, size, _etag(r.get("etag")), mtime, settings.content_md5.hex())

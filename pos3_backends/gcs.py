@@ -47,7 +47,7 @@ from pos3.hookspecs import StoreSpec, hookimpl
 from pos3.integrity import IntegrityError, md5_hex, retried
 from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError, batches
 
-from ._common import b64_to_hex, checked_options, run_all, undeleted, widen_pool
+from ._common import b64_to_hex, checked_options, network_error, run_all, undeleted, widen_pool
 
 if TYPE_CHECKING:
     from pos3.profiles import Profile
@@ -243,14 +243,17 @@ class GCSStore(ObjectStore):
 
     def _get(self, key: str, dest: Path) -> ObjectMeta:
         blob = self.bucket.blob(key)
+        what = f"Downloading {self._url(key)}"
         try:
             with open(dest, "wb") as f:
                 blob.download_to_file(f, raw_download=True, retry=self.retry, timeout=self.timeout, checksum="auto")
                 size = f.tell()
-        except OSError:
-            raise
+        except OSError as exc:
+            if not network_error(exc):
+                raise  # a local disk error
+            raise _map_error(exc, what) from exc
         except Exception as exc:
-            raise _map_error(exc, f"Downloading {self._url(key)}") from exc
+            raise _map_error(exc, what) from exc
         gen = blob.generation
         return ObjectMeta(key, size, str(gen) if gen is not None else None, None, b64_to_hex(blob.md5_hash))
 
@@ -263,8 +266,10 @@ class GCSStore(ObjectStore):
         what = f"Uploading {self._url(key)}"
         try:
             blob.upload_from_filename(str(src), checksum="md5", retry=self.retry, timeout=self.timeout)
-        except OSError:
-            raise
+        except OSError as exc:
+            if not network_error(exc):
+                raise  # a local disk error
+            raise _map_error(exc, what) from exc
         except Exception as exc:
             raise _map_error(exc, what) from exc
         meta = _meta(blob, key)

@@ -77,11 +77,14 @@ def _code(exc: Exception) -> str:
 
 def _map_error(exc: Exception, what: str) -> Exception:
     """Translate a botocore error into FileNotFoundError / PermissionError / IntegrityError /
-    TransferInterrupted / StoreError, by error type and code (never by message)."""
-    from botocore.exceptions import ClientError, NoCredentialsError
+    TransferInterrupted / StoreError, by error type and code (never by message); pos3's
+    own errors and local disk errors are returned unchanged."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     if isinstance(exc, (FileNotFoundError, PermissionError, StoreError)):
         return exc
+    if isinstance(exc, OSError) and not isinstance(exc, (BotoCoreError, ConnectionError)):
+        return exc  # a local disk error passes through unchanged
     if isinstance(exc, NoCredentialsError):
         return PermissionError(f"{what}: no AWS credentials found (set AWS_PROFILE or keys, or use a public profile)")
     if isinstance(exc, ClientError):
@@ -215,7 +218,9 @@ class S3Store(ObjectStore):
     def _list_page(self, prefix: str, token: str | None, start_after: str | None) -> ListPage:
         crt = self.backend.crt()
         if crt is not None:
-            return crt.list_page(self.bucket, prefix, token, start_after)
+            return retried(
+                lambda: crt.list_page(self.bucket, prefix, token, start_after), f"Listing {self._url(prefix)}"
+            )
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if token is not None:
             args["ContinuationToken"] = token
@@ -317,14 +322,11 @@ class S3Store(ObjectStore):
                 pass  # emptied since it was listed: one plain GET below
         try:
             return self._verify(key, dest, self._get(key, dest))
-        except (FileNotFoundError, PermissionError, StoreError):
-            raise
-        except OSError as exc:
-            if isinstance(exc, ConnectionError):
-                raise _map_error(exc, f"Downloading {self._url(key)}") from exc
-            raise
         except Exception as exc:
-            raise _map_error(exc, f"Downloading {self._url(key)}") from exc
+            err = _map_error(exc, f"Downloading {self._url(key)}")
+            if err is exc:
+                raise
+            raise err from exc
 
     def _get(self, key: str, dest: Path) -> ObjectMeta:
         part = max(self.backend.part_size, RANGE_PART)
@@ -386,14 +388,11 @@ class S3Store(ObjectStore):
                 etag = r["ETag"].strip('"')
             else:
                 etag = self._put_multipart(key, src, size)
-        except (FileNotFoundError, PermissionError, StoreError):
-            raise
-        except OSError as exc:
-            if isinstance(exc, ConnectionError):
-                raise _map_error(exc, f"Uploading {self._url(key)}") from exc
-            raise
         except Exception as exc:
-            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+            err = _map_error(exc, f"Uploading {self._url(key)}")
+            if err is exc:
+                raise
+            raise err from exc
         return ObjectMeta(key, size, etag, None, md5_from_etag(etag))
 
     def _put_multipart(self, key: str, src: Path, size: int) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,6 +69,7 @@ class CrtTransfers:
             retry_config=S3RetryConfig(max_retries=max(1, max_attempts - 1)),  # as boto3's max_attempts
         )
         self._bases: dict[str, tuple[str, str]] = {}
+        self._watchdog = _Watchdog(timeout)
 
     def _target(self, bucket: str, key: str) -> tuple[str, str]:
         """(host, path) of ``key``, exactly as the boto3 client addresses it."""
@@ -87,14 +90,26 @@ class CrtTransfers:
         from awscrt.s3 import S3RequestType
 
         got: dict[str, str] = {}
+        watch = _Watch()
+        body_cb = kwargs.pop("on_body", None)
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+            watch.touch()
             got.update((k.lower(), v) for k, v in headers)
+
+        def on_body(chunk: bytes, **kw: Any) -> None:
+            watch.touch()
+            if body_cb is not None:
+                body_cb(chunk, **kw)
 
         method = "PUT" if kind == "PUT_OBJECT" else "GET"
         request = HttpRequest(method, path, HttpHeaders([("Host", host), *headers]))
-        done = self.crt.make_request(type=S3RequestType[kind], request=request, on_headers=on_headers, **kwargs)
-        return _then(done.finished_future, lambda _: got, what)
+        callbacks: dict[str, Any] = {"on_headers": on_headers, "on_progress": lambda _n: watch.touch()}
+        if body_cb is not None or kind == "DEFAULT":
+            callbacks["on_body"] = on_body
+        done = self.crt.make_request(type=S3RequestType[kind], request=request, **callbacks, **kwargs)
+        self._watchdog.add(watch, done)
+        return _then(done.finished_future, lambda _: got, what, watch)
 
     def list_page(self, bucket: str, prefix: str, token: str | None, start_after: str | None) -> ListPage:
         """One ListObjectsV2 page, parsed natively (no per-key Python objects beyond the results)."""
@@ -142,17 +157,63 @@ class CrtTransfers:
         return _then(started, lambda got: _meta(key, size, got), what)
 
 
-def _then(fut: Future, fn: Any, what: str) -> Future:
+def _then(fut: Future, fn: Any, what: str, watch: _Watch | None = None) -> Future:
     """A future of ``fn(fut.result())``; a CRT error becomes the matching Python exception."""
-    return chain(fut, fn, lambda exc: _map_crt(exc, what))
+    return chain(fut, fn, lambda exc: _map_crt(exc, what, watch))
 
 
-def _map_crt(exc: BaseException, what: str) -> BaseException:
+class _Watch:
+    """When a request last made progress, and whether the watchdog cancelled it."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.stalled = False
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+class _Watchdog:
+    """Cancels a request that made no progress (no header, body byte or part) for ``timeout``
+    seconds, as boto3's read timeout does; the caller retries it (`TransferInterrupted`)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._active: dict[int, tuple[_Watch, Any]] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: _Watch, request: Any) -> None:
+        with self._lock:
+            self._active[id(watch)] = (watch, request)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pos3-crt-watchdog", daemon=True)
+                self._thread.start()
+        request.finished_future.add_done_callback(lambda _: self._drop(watch))
+
+    def _drop(self, watch: _Watch) -> None:
+        with self._lock:
+            self._active.pop(id(watch), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            now = time.monotonic()
+            with self._lock:
+                stale = [(w, r) for w, r in self._active.values() if now - w.last > self.timeout and not w.stalled]
+            for watch, request in stale:
+                watch.stalled = True
+                request.cancel()
+
+
+def _map_crt(exc: BaseException, what: str, watch: _Watch | None = None) -> BaseException:
     """An `S3ResponseError` by its status and code; any other CRT error (refused or broken
     connections after the CRT's retries) as a `StoreError` naming it; the rest unchanged."""
     from awscrt.exceptions import AwsCrtError
     from awscrt.s3 import S3ResponseError
 
+    if watch is not None and watch.stalled:
+        return TransferInterrupted(f"{what}: no progress for a whole timeout; cancelled")
     if isinstance(exc, S3ResponseError) and getattr(exc, "status_code", 0):
         return _map(exc, what)
     if isinstance(exc, AwsCrtError):
