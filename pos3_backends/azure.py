@@ -19,7 +19,8 @@ container); ``region`` is unused. Profile options:
   (for example an ``azure.identity`` credential);
 * ``page_size``: blobs per list request (default 5000, the service's maximum);
 * ``timeout``: seconds one request may wait for the server (default 120);
-* ``max_attempts``: tries per request, first one included (default 7).
+* ``max_attempts``: tries per request, first one included (default 7);
+* ``retry_backoff``: seconds before the first retry, doubling for each next one (default 1).
 
 An account URL without ``account_key``, ``sas_token`` or ``credential`` is
 used with ``azure.identity.DefaultAzureCredential`` (environment, workload or
@@ -32,8 +33,8 @@ so no partial blob is ever visible; downloads of large blobs fetch ranges in
 parallel pinned to the first response's ETag; deletes go in batches of 256
 (an account without batch support, such as one with a hierarchical
 namespace, falls back to concurrent single deletes). Transient errors (5xx,
-``ServerBusy``, resets, timeouts) are retried by azure-core's retry policy
-with exponential back-off (about a minute in all). Integrity: every upload
+``ServerBusy``, resets, timeouts) are retried by the SDK's retry policy
+with exponential back-off (1, 2, 4 ... 32 s: about a minute in all). Integrity: every upload
 request carries the Content-MD5 of its bytes, which the service checks; a
 download is compared with the blob's Content-MD5. A mismatch either way is
 retried whole, then reported as `pos3.integrity.IntegrityError`.
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -80,9 +82,11 @@ OPTIONS = {
     "page_size",
     "timeout",
     "max_attempts",
+    "retry_backoff",
 }
 TIMEOUT = 120.0
 MAX_ATTEMPTS = 7
+RETRY_BACKOFF = 1.0
 #: Error codes of an upload whose bytes did not match the Content-MD5 sent with them
 #: (``InvalidOperation`` is Azurite's code for it).
 INTEGRITY_CODES = frozenset({"Md5Mismatch", "Crc64Mismatch", "InvalidOperation"})
@@ -164,8 +168,9 @@ class AzureBackend(Backend):
         self.page_size = int(opts.pop("page_size", LIST_PAGE))
         timeout = float(opts.pop("timeout", TIMEOUT))
         attempts = int(opts.pop("max_attempts", MAX_ATTEMPTS))
-        if timeout <= 0 or attempts < 1:
-            raise ValueError("Azure profile options timeout and max_attempts must be positive")
+        backoff = float(opts.pop("retry_backoff", RETRY_BACKOFF))
+        if timeout <= 0 or attempts < 1 or backoff < 0:
+            raise ValueError("Azure profile options timeout, max_attempts and retry_backoff must be positive")
         self.max_workers = max_workers
         self.batch_ok = True
         self._batch_lock = threading.Lock()
@@ -179,9 +184,7 @@ class AzureBackend(Backend):
                 connection_timeout=min(20, timeout),
                 read_timeout=timeout,
             ),
-            "retry_policy": blob.ExponentialRetry(
-                initial_backoff=1, increment_base=2, retry_total=attempts - 1, random_jitter_range=1
-            ),
+            "retry_policy": _retry_policy(blob, attempts, backoff),
             "connection_timeout": min(20, timeout),
             "read_timeout": timeout,
             "max_block_size": 8 * MiB,
@@ -195,6 +198,18 @@ class AzureBackend(Backend):
     def close(self) -> None:
         self.client.close()
         self.session.close()
+
+
+def _retry_policy(blob: Any, attempts: int, first: float) -> Any:
+    """The storage SDK's retry policy (which retries 5xx, ``ServerBusy``, timeouts and broken
+    connections), waiting ``first`` seconds before the first retry and doubling, ±25%."""
+
+    class DoublingRetry(blob.ExponentialRetry):  # type: ignore[name-defined,misc]
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            wait = min(60.0, first * 2 ** settings["count"])
+            return random.uniform(0.75 * wait, 1.25 * wait)
+
+    return DoublingRetry(retry_total=attempts - 1)
 
 
 def _service_client(blob: Any, profile: Profile, opts: dict[str, Any], config: dict[str, Any]) -> Any:

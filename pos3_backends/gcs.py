@@ -264,26 +264,32 @@ class GCSStore(ObjectStore):
     def _put(self, key: str, src: Path) -> ObjectMeta:
         blob = self.bucket.blob(key)
         what = f"Uploading {self._url(key)}"
+        md5 = md5_hex(src)
         try:
             blob.upload_from_filename(str(src), checksum="md5", retry=self.retry, timeout=self.timeout)
-        except OSError as exc:
-            if not network_error(exc):
-                raise  # a local disk error
-            raise _map_error(exc, what) from exc
         except Exception as exc:
-            raise _map_error(exc, what) from exc
+            if isinstance(exc, OSError) and not network_error(exc):
+                raise  # a local disk error
+            err = _map_error(exc, what)
+            if isinstance(err, IntegrityError):  # the SDK saw the stored MD5 differ
+                self._discard(key, md5)
+            raise err from exc
         meta = _meta(blob, key)
-        if meta.md5 is not None and meta.md5 != md5_hex(src):
-            self._discard(blob)
+        if meta.md5 is not None and meta.md5 != md5:
+            self._discard(key, md5)
             raise IntegrityError(f"{what}: the stored object's MD5 {meta.md5} does not match the file (removed)")
         return meta
 
-    def _discard(self, blob: Any) -> None:
-        """Delete a bad upload, only if that generation is still the live one."""
+    def _discard(self, key: str, md5: str) -> None:
+        """Delete the object at ``key`` if its MD5 is not ``md5`` (a bad upload), only if
+        that generation is still the live one."""
         from google.api_core.exceptions import GoogleAPICallError
 
-        with contextlib.suppress(GoogleAPICallError):  # rewritten or deleted meanwhile: not ours to remove
-            blob.delete(if_generation_match=blob.generation, retry=self.retry, timeout=self.timeout)
+        blob = self.bucket.blob(key)
+        with contextlib.suppress(GoogleAPICallError):  # gone, or rewritten meanwhile: not ours to remove
+            blob.reload(retry=self.retry, timeout=self.timeout)
+            if b64_to_hex(blob.md5_hash) != md5:
+                blob.delete(if_generation_match=blob.generation, retry=self.retry, timeout=self.timeout)
 
     # -- deletes --------------------------------------------------------------
 

@@ -23,6 +23,9 @@ Faults (the ``kind`` of a rule):
 ``stall``
     Relay the head and half the body, then send nothing for ``seconds``
     (or until the rule set changes or the proxy stops), then reset.
+
+    These three strike before the head when the response has no body (the
+    request has then reached the server, but the client never learns so).
 ``status``
     Answer ``status`` (500 or 503 ...) without asking upstream, with a body the
     flavour's clients parse: S3 ``SlowDown``/``InternalError`` XML, a GCS JSON
@@ -522,13 +525,13 @@ class FaultProxy:
         if kind == "corrupt" and not (200 <= status < 300):
             kind = None
         length = resp.length if not resp.chunked else None
+        if kind in ("reset", "cut", "stall") and (bodiless or length == 0):
+            self._strike(client, kind, rule)  # no body to break: strike before the head
+            return False
         # Where a mid-body fault strikes: half way, or in the first piece when the length is unknown.
         at = length // 2 if length else 0
         client.sendall(resp.encode(self._rewritten(resp)))
         if bodiless:
-            if kind in ("reset", "cut", "stall"):
-                self._strike(client, kind, rule)
-                return False
             return not closing
         pos = 0
         for data in _body(up, resp, until_close=until_close):
