@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 
 from .executor import SyncError
 from .hookspecs import StoreSpec, hookimpl
+from .integrity import IntegrityError
 from .local import UnsafeKeyError
 from .mirror import DEFAULT_CACHE_ROOT, Mirror, active
 from .profiles import Profile, register_profile
@@ -22,6 +23,7 @@ from .store import Backend, ObjectMeta, ObjectStore, StoreError
 
 __all__ = [
     "Backend",
+    "IntegrityError",
     "Mirror",
     "ObjectMeta",
     "ObjectStore",

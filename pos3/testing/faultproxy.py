@@ -338,6 +338,8 @@ class FaultProxy:
             listener, self._listener = self._listener, None
             socks, self._socks = self._socks, set()
         if listener is not None:
+            with contextlib.suppress(OSError):  # stop listening now, even while accept() waits on it
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         for s in socks:
             _reset(s)
