@@ -238,6 +238,7 @@ def test_upload_under_faults(env: Env, mode: str, tmp_path: Path, reliability) -
         remote = env.tree(prefix)
         for rel, data in remote.items():  # every object whole: the new content, or the old one
             assert data in (files.get(rel), old.get(rel)), rel
+        assert env.proxy.injected >= 1
         if error is None:
             assert mode == "transient"
             assert remote == files

@@ -209,12 +209,12 @@ class _Watchdog:
 def _map_crt(exc: BaseException, what: str, watch: _Watch | None = None) -> BaseException:
     """An `S3ResponseError` by its status and code; any other CRT error (refused or broken
     connections after the CRT's retries) as a `StoreError` naming it; the rest unchanged."""
-    from awscrt.exceptions import AwsCrtError
+    from awscrt.exceptions import AwsCrtError  # type: ignore[import-untyped]
     from awscrt.s3 import S3ResponseError
 
     if watch is not None and watch.stalled:
         return TransferInterrupted(f"{what}: no progress for a whole timeout; cancelled")
-    if isinstance(exc, S3ResponseError) and getattr(exc, "status_code", 0):
+    if isinstance(exc, S3ResponseError) and getattr(exc, "status_code", None) is not None:
         return _map(exc, what)
     if isinstance(exc, AwsCrtError):
         if exc.name in ("AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH", "AWS_ERROR_S3_CHECKSUM_CALCULATION_FAILED"):
