@@ -58,10 +58,15 @@ class _Upstream(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client the proxy reset mid-body is expected here
+
+
 @pytest.fixture
 def upstream() -> Iterator[str]:
     _Upstream.received, _Upstream.peers = [], set()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    server = _QuietServer(("127.0.0.1", 0), _Upstream)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
