@@ -384,12 +384,15 @@ class AzureStore(ObjectStore):
             self._delete_batch(batch)
 
     def _check_container(self) -> None:
+        """Raise `FileNotFoundError` if the container does not exist: a one-blob listing answers
+        404 then (and needs only the list permission a sync needs anyway)."""
         try:
-            exists = self.container.exists()
+            next(iter(self.container.list_blobs(results_per_page=1).by_page()), None)
         except Exception as exc:
-            raise _map_error(exc, f"Reading az://{self.name}") from exc
-        if not exists:
-            raise FileNotFoundError(f"No such container: az://{self.name}")
+            err = _map_error(exc, f"Reading az://{self.name}")
+            if isinstance(err, FileNotFoundError):
+                raise FileNotFoundError(f"No such container: az://{self.name}") from exc
+            raise err from exc
 
     def _delete_batch(self, keys: list[str]) -> None:
         left = self._try_batch(keys) if self.backend.batch_ok and len(keys) > 1 else keys

@@ -222,13 +222,16 @@ class GCSStore(ObjectStore):
         return _meta(blob, key)
 
     def _check_bucket(self) -> None:
-        """Raise `FileNotFoundError` if the bucket does not exist (asked with one typed request)."""
+        """Raise `FileNotFoundError` if the bucket does not exist: a one-object listing answers
+        404 then (and needs only the object-listing permission a sync needs anyway)."""
         try:
-            exists = self.bucket.exists(retry=self.retry, timeout=self.timeout)
+            it = self.client.list_blobs(self.bucket, max_results=1, retry=self.retry, timeout=self.timeout)
+            next(iter(it), None)
         except Exception as exc:
-            raise _map_error(exc, f"Reading gs://{self.bucket.name}") from exc
-        if not exists:
-            raise FileNotFoundError(f"No such bucket: gs://{self.bucket.name}")
+            err = _map_error(exc, f"Reading gs://{self.bucket.name}")
+            if isinstance(err, FileNotFoundError):
+                raise FileNotFoundError(f"No such bucket: gs://{self.bucket.name}") from exc
+            raise err from exc
 
     # -- transfers ------------------------------------------------------------
 

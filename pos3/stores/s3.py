@@ -277,11 +277,15 @@ class S3Store(ObjectStore):
         return meta
 
     def _part_size(self, key: str, etag: str) -> int | None:
-        """The size of part 1 of the multipart object ``key`` (still at ``etag``), or None if unknown."""
+        """The size of part 1 of the multipart object ``key`` (still at ``etag``), or None if
+        unknown (a server without ``partNumber`` support, or the object rewritten meanwhile)."""
         try:
             r = self.client.head_object(Bucket=self.bucket, Key=key, PartNumber=1, IfMatch=f'"{etag}"')
         except Exception as exc:
-            raise _map_error(exc, f"Reading {self._url(key)}") from exc
+            err = _map_error(exc, f"Reading {self._url(key)}")
+            if isinstance(err, (FileNotFoundError, PermissionError)) or err is exc:
+                raise err from exc
+            return None
         return int(r["ContentLength"]) if r.get("PartsCount") else None
 
     def _native(self, size: int | None) -> CrtTransfers | None:
