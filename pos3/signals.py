@@ -96,7 +96,7 @@ class SignalGuard:
             if previous not in (None, signal.SIG_IGN):  # an ignored signal stays ignored; None cannot be restored
                 self._saved[sig] = previous
                 signal.signal(sig, signal.SIG_DFL)
-        log.warning("pos3: SIGTERM: finishing the final uploads; another SIGTERM or Ctrl-C stops at once")
+        log.warning("SIGTERM: finishing the final uploads; another SIGTERM or Ctrl-C stops at once")
 
     @contextlib.contextmanager
     def exiting(self, exc: BaseException | None) -> Iterator[None]:
