@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import locate, plans
-from .executor import SyncError
+from .executor import DeleteGuard, SyncError, check_max_delete
 from .mirror import DEFAULT_CACHE_ROOT, Mirror
 from .planner import Direction
 from .plugins import PluginError
@@ -116,6 +116,16 @@ def _transfer_options(p: argparse.ArgumentParser) -> None:
         metavar="PATTERN",
         action="append",
         help="gitignore-style pattern (relative to the synced root) never copied or deleted; repeatable",
+    )
+    p.add_argument(
+        "--max-delete",
+        metavar="N",
+        type=_max_delete,
+        help="refuse the deletes of a run deleting more than N files (or, with a fraction such as 0.1, "
+        "that share of the destination's files)",
+    )
+    p.add_argument(
+        "--allow-wipe", action="store_true", help="let a source with no files empty the destination (refused)"
     )
     p.add_argument("-n", "--dry-run", action="store_true", help="print the plan and change nothing")
 
@@ -212,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _max_delete(text: str) -> int | float:
+    try:
+        value: int | float = float(text) if "." in text else int(text)
+        check_max_delete(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction in [0, 1], got {text!r}") from exc
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         n = int(text)
@@ -255,6 +274,10 @@ def _checked(
         raise
 
 
+def _guard(args: argparse.Namespace) -> DeleteGuard:
+    return DeleteGuard(args.max_delete, args.allow_wipe)
+
+
 def _is_url(value: str) -> bool:
     try:
         return locate.is_url(value)
@@ -295,12 +318,17 @@ def cmd_download(args: argparse.Namespace) -> int:
     m, _ = _checked(args, (url, args.local), transfers=not args.dry_run)
     if args.dry_run:
         try:
-            _print_plan(args, plans.download_plan(m, url, args.local, args.exclude, args.profile, delete=args.delete))
+            _print_plan(
+                args,
+                plans.download_plan(
+                    m, url, args.local, args.exclude, args.profile, delete=args.delete, guard=_guard(args)
+                ),
+            )
         finally:
             locate.release(m)
         return EXIT_OK
     with m:
-        path = m.download(url, args.local, delete=args.delete, exclude=args.exclude, profile=args.profile)
+        path = m.download(url, args.local, args.delete, args.exclude, args.profile, args.max_delete, args.allow_wipe)
     _emit(args, str(path), {"path": str(path)})
     return EXIT_OK
 
@@ -317,7 +345,10 @@ def _upload(args: argparse.Namespace, url: str, local: str | None) -> int:
         raise FileNotFoundError(f"No such local source: {source}")
     if args.dry_run:
         try:
-            _print_plan(args, plans.upload_plan(m, url, source, args.exclude, args.profile, delete=args.delete))
+            _print_plan(
+                args,
+                plans.upload_plan(m, url, source, args.exclude, args.profile, delete=args.delete, guard=_guard(args)),
+            )
         finally:
             locate.release(m)
         return EXIT_OK
@@ -325,7 +356,11 @@ def _upload(args: argparse.Namespace, url: str, local: str | None) -> int:
         root = locate.root(m, Direction.UP, url, source, args.exclude, args.profile, readonly=False)
         try:
             summary = root.sync(
-                Direction.UP, delete=args.delete, max_workers=m.max_workers, show_progress=m.show_progress
+                Direction.UP,
+                delete=args.delete,
+                max_workers=m.max_workers,
+                show_progress=m.show_progress,
+                guard=_guard(args),
             )
         finally:
             root.state.close()
@@ -351,7 +386,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def _download_quietly(args: argparse.Namespace) -> int:
     """`sync URL PATH`: a download that prints nothing on stdout."""
     with _checked(args, (args.url, args.local))[0] as m:
-        m.download(args.url, args.local, delete=args.delete, exclude=args.exclude, profile=args.profile)
+        m.download(args.url, args.local, args.delete, args.exclude, args.profile, args.max_delete, args.allow_wipe)
     return EXIT_OK
 
 
@@ -363,7 +398,9 @@ def _relay(args: argparse.Namespace, src: str, dst: str) -> int:
         raise UsageError(f"{src} and {dst} overlap: one would be copied into itself")
     if args.dry_run:
         try:
-            _print_plan(args, plans.copy_plan(m, src, dst, args.exclude, args.profile, delete=args.delete))
+            _print_plan(
+                args, plans.copy_plan(m, src, dst, args.exclude, args.profile, delete=args.delete, guard=_guard(args))
+            )
         finally:
             locate.release(m)
         return EXIT_OK
@@ -371,7 +408,11 @@ def _relay(args: argparse.Namespace, src: str, dst: str) -> int:
         relay = locate.relay(m, src, dst, args.exclude, args.profile, readonly=False)
         try:
             summary = relay.sync(
-                Direction.DOWN, delete=args.delete, max_workers=m.max_workers, show_progress=m.show_progress
+                Direction.DOWN,
+                delete=args.delete,
+                max_workers=m.max_workers,
+                show_progress=m.show_progress,
+                guard=_guard(args),
             )
         finally:
             relay.state.close()

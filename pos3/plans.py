@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import locate
+from .executor import DeleteGuard
 from .mirror import Mirror, active
 from .planner import Direction
 from .profiles import Profile
@@ -71,11 +72,11 @@ class TransferPlan:
         return sum(a.size for a in self.actions)
 
 
-def preview(root: Root, direction: Direction, *, delete: bool, missing_ok: bool = False) -> TransferPlan:
+def preview(root: Root, direction: Direction, *, delete: bool, guard: DeleteGuard) -> TransferPlan:
     """The plan of ``root`` in ``direction`` (see `Root.preview`) as a `TransferPlan`."""
     ops = root.operations(direction)
     out: list[PlannedAction] = []
-    for action in root.preview(direction, delete=delete, missing_ok=missing_ok):
+    for action in root.preview(direction, delete=delete, guard=guard):
         if action.kind == "delete":
             out.append(PlannedAction("delete", None, ops.name(action), 0, action.reason))
         else:
@@ -94,7 +95,8 @@ def plan_download(
 ) -> TransferPlan:
     """The plan `pos3.download` with the same arguments would execute now, changing nothing.
 
-    A remote that does not exist raises `FileNotFoundError`, as `download` does.
+    A remote that does not exist raises `FileNotFoundError`, and deletes the mirror's delete
+    guard would refuse raise `DeleteRefused`, as `download` does.
     """
     return download_plan(active(), remote, local, exclude, profile, delete=delete)
 
@@ -122,10 +124,11 @@ def download_plan(
     profile: str | Profile | None,
     *,
     delete: bool,
+    guard: DeleteGuard | None = None,
 ) -> TransferPlan:
-    """`plan_download` through the mirror ``m``, which need not be entered."""
+    """`plan_download` through the mirror ``m``, which need not be entered (``guard``: the mirror's by default)."""
     root = locate.root(m, Direction.DOWN, _remote(remote, "plan_download"), local, exclude, profile)
-    return _previewed(root, Direction.DOWN, delete)
+    return _previewed(root, Direction.DOWN, delete, guard or DeleteGuard(m.max_delete))
 
 
 def upload_plan(
@@ -136,25 +139,33 @@ def upload_plan(
     profile: str | Profile | None,
     *,
     delete: bool,
+    guard: DeleteGuard | None = None,
 ) -> TransferPlan:
-    """`plan_upload` through the mirror ``m``, which need not be entered."""
+    """`plan_upload` through the mirror ``m``, which need not be entered (``guard``: the mirror's by default)."""
     root = locate.root(m, Direction.UP, _remote(remote, "plan_upload"), local, exclude, profile)
     if not root.local.exists():
         return TransferPlan([], [], [])
-    return _previewed(root, Direction.UP, delete)
+    return _previewed(root, Direction.UP, delete, guard or DeleteGuard(m.max_delete))
 
 
 def copy_plan(
-    m: Mirror, src: str, dst: str, exclude: Sequence[str] | None, profile: str | Profile | None, *, delete: bool
+    m: Mirror,
+    src: str,
+    dst: str,
+    exclude: Sequence[str] | None,
+    profile: str | Profile | None,
+    *,
+    delete: bool,
+    guard: DeleteGuard | None = None,
 ) -> TransferPlan:
     """The plan of a remote → remote copy from ``src`` to ``dst`` (`pos3 sync URL URL`), changing nothing."""
     relay = locate.relay(m, _remote(src, "a copy"), _remote(dst, "a copy"), exclude, profile, readonly=True)
-    return _previewed(relay, Direction.DOWN, delete)
+    return _previewed(relay, Direction.DOWN, delete, guard or DeleteGuard(m.max_delete))
 
 
-def _previewed(root: Root, direction: Direction, delete: bool) -> TransferPlan:
+def _previewed(root: Root, direction: Direction, delete: bool, guard: DeleteGuard) -> TransferPlan:
     try:
-        return preview(root, direction, delete=delete)
+        return preview(root, direction, delete=delete, guard=guard)
     finally:
         root.state.close()
 

@@ -186,6 +186,20 @@ def test_dry_runs_change_nothing(s3, bucket, tmp_path):
     assert ok("download", "-n", url, "--local", local, "--delete", "--exclude", "*.tmp", "--cache-root", cache) == ""
 
 
+def test_delete_guards_hold_in_dry_runs_and_real_runs(s3, bucket, tmp_path):
+    put(s3, bucket, {"d/a": b"a", "d/b": b"b"})
+    (tmp_path / "empty").mkdir()
+    cache = ["--cache-root", tmp_path / "cache"]
+    url = f"s3://{bucket}/d"
+    r = pos3("upload", "-n", url, "--local", tmp_path / "empty", "--delete", *cache)
+    assert r.returncode == 1 and "the source has no files" in r.stderr and r.stdout == ""
+    out = ok("upload", "-n", url, "--local", tmp_path / "empty", "--delete", "--allow-wipe", *cache)
+    assert out.splitlines() == [f"(dryrun) delete: {url}/a", f"(dryrun) delete: {url}/b"]
+    r = pos3("sync", tmp_path / "empty", url, "--delete", "--allow-wipe", "--max-delete", "1", *cache)
+    assert r.returncode == 1 and "max_delete=1" in r.stderr
+    assert remote_tree(s3, bucket) == {"d/a": b"a", "d/b": b"b"}
+
+
 # -- store to store ------------------------------------------------------------------
 
 
