@@ -221,7 +221,7 @@ def test_sync_across_stores_s3_to_gs_to_az(
 ):
     env = cloud_env(gcs_server, azure_server)
     cache = ["--cache-root", tmp_path / "cache"]
-    files = {"a": b"aaa", "sub/b": b"bb", "sub/deep/c": b"c" * 100_000}
+    files = {"a": b"aaa", "empty/": b"", "sub/b": b"bb", "sub/deep/c": b"c" * 100_000}  # a directory marker too
     put(s3, bucket, {f"data/{k}": v for k, v in files.items()})
     az.get_container_client(az_container).upload_blob("copy/stale", b"old")
     s3_url, gs_url, az_url = f"s3://{bucket}/data", f"gs://{gcs_bucket}/copy", f"az://{az_container}/copy"
