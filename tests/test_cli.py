@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,16 @@ def test_failures_exit_1_and_list_every_failed_file(s3, bucket, tmp_path):
     r = pos3("ls", tmp_path / "nothing", "--debug")
     assert r.returncode == 1 and "Traceback" in r.stderr  # --debug shows where
     assert r.stderr.rstrip().splitlines()[-1] == f"pos3 ls: No such local path: {tmp_path / 'nothing'}"
+
+
+def test_bandwidth_flags_reach_the_mirror(s3, bucket, tmp_path):
+    """100 KB at 25 KB/s takes at least (100 KB - one 2.5 KB burst) / 25 KB/s = 3.9 s; unlimited, a fraction of that."""
+    put(s3, bucket, {"d/a": os.urandom(50_000), "d/b": os.urandom(50_000)})
+    cache = ["--cache-root", tmp_path / "cache"]
+    start = time.monotonic()
+    ok("download", f"s3://{bucket}/d", "--local", tmp_path / "d", "--max-download-bytes-per-second", "25000", *cache)
+    assert time.monotonic() - start >= 3.9
+    assert local_tree(tmp_path / "d") == remote_tree(s3, bucket, "d/")
 
 
 # -- dry runs ------------------------------------------------------------------------
