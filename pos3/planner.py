@@ -31,7 +31,7 @@ empty it: then the source's marker is copied, so the directory survives them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
@@ -73,7 +73,8 @@ class Action:
     local: LocalEntry | None = None
     remote: RemoteEntry | None = None
     size: int = 0
-    reason: str = ""
+    #: Why (see above): an explanation for plans, not part of an action's identity.
+    reason: str = field(default="", compare=False)
 
 
 @dataclass
