@@ -19,6 +19,7 @@ from .hookspecs import StoreSpec, hookimpl
 from .integrity import IntegrityError
 from .local import UnsafeKeyError
 from .mirror import DEFAULT_CACHE_ROOT, Mirror, active
+from .plans import PlannedAction, TransferPlan, plan_download, plan_upload
 from .profiles import Profile, register_profile
 from .signals import Terminated
 from .store import Backend, ObjectMeta, ObjectStore, StoreError
@@ -30,16 +31,20 @@ __all__ = [
     "Mirror",
     "ObjectMeta",
     "ObjectStore",
+    "PlannedAction",
     "Profile",
     "StoreError",
     "StoreSpec",
     "SyncError",
     "Terminated",
+    "TransferPlan",
     "UnsafeKeyError",
     "download",
     "hookimpl",
     "ls",
     "mirror",
+    "plan_download",
+    "plan_upload",
     "register_profile",
     "sync",
     "upload",

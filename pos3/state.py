@@ -59,20 +59,34 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 class StateDB:
     """The records of one root. Reads and writes may overlap (WAL mode):
-    a reader sees the records as they were when its stream started."""
+    a reader sees the records as they were when its stream started.
 
-    def __init__(self, path: Path) -> None:
-        make_dirs(path.parent)
+    With ``readonly`` (for plans) nothing is created or written: a missing
+    file reads as no records, and `write` raises.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        if readonly:
+            return
+        make_dirs(path.parent)
         self._conn = self._connect()
         self._conn.execute(_SCHEMA)
         self._conn.commit()
 
     def _connect(self) -> sqlite3.Connection:
-        """A connection in WAL mode. Processes sharing a cache may open one new database at
-        once: switching it to WAL, SQLite answers "locked" at once to all but one (its
-        deadlock rule, no waiting), so opening is retried until `BUSY_TIMEOUT`."""
+        """A connection in WAL mode (read-only for plans). Processes sharing a cache may open
+        one new database at once: switching it to WAL, SQLite answers "locked" at once to
+        all but one (its deadlock rule, no waiting), so opening is retried until `BUSY_TIMEOUT`."""
+        if self.readonly:
+            # A file with no write-ahead log open beside it is read as immutable, so that
+            # reading creates no -wal/-shm files either.
+            wal = self.path.with_name(self.path.name + "-wal").exists()
+            mode = "mode=ro" if wal else "mode=ro&immutable=1"
+            return sqlite3.connect(f"{self.path.as_uri()}?{mode}", uri=True, check_same_thread=False)
         deadline = time.monotonic() + BUSY_TIMEOUT
         while True:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
@@ -88,6 +102,8 @@ class StateDB:
 
     def records(self) -> Iterator[Record]:
         """Every record sorted by ``rel`` (byte order, like store listings)."""
+        if self.readonly and not self.path.exists():
+            return
         conn = self._connect()
         try:
             cur = conn.execute(
@@ -101,6 +117,8 @@ class StateDB:
 
     def write(self, upserts: Iterable[Record], forgets: Iterable[str] = ()) -> None:
         """Apply a batch of changes in one transaction."""
+        if self._conn is None:
+            raise RuntimeError(f"{self.path} is open read-only")
         with self._lock:
             self._conn.execute("BEGIN")
             try:
@@ -116,4 +134,5 @@ class StateDB:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
