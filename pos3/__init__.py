@@ -15,16 +15,20 @@ from typing import Any, TypeVar, overload
 
 from .executor import SyncError
 from .hookspecs import StoreSpec, hookimpl
+from .lease import LeaseConflict, LeaseLost
 from .local import UnsafeKeyError
 from .mirror import DEFAULT_CACHE_ROOT, Mirror, active
 from .profiles import Profile, register_profile
-from .store import Backend, ObjectMeta, ObjectStore, StoreError
+from .store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError
 
 __all__ = [
     "Backend",
+    "LeaseConflict",
+    "LeaseLost",
     "Mirror",
     "ObjectMeta",
     "ObjectStore",
+    "PreconditionFailed",
     "Profile",
     "StoreError",
     "StoreSpec",

@@ -24,6 +24,7 @@ from typing import Any
 from . import local as fs
 from . import plugins, profiles
 from .executor import Summary, SyncError
+from .lease import Lease, is_lease_key
 from .patterns import Excluder
 from .planner import Direction
 from .profiles import Profile
@@ -136,6 +137,9 @@ class Mirror:
             raise SyncError("Final uploads", errors) from errors[0][1]
 
     def _close(self) -> None:
+        for reg in self._registrations:
+            if reg.root.lease is not None:
+                reg.root.lease.release()
         for state in self._states:
             state.close()
         for backend in self._backends.values():
@@ -196,6 +200,8 @@ class Mirror:
         lock = state_path(state_dir, str(path)).with_suffix(".lock")
         root = Root(url, self.store(url, prof), path, single, Excluder(exclude), state, lock)
         reg = Registration(kind, root, prof, args, **options)
+        if reg.uploads and reg.delete_remote and not single:  # one writer with deletes per prefix
+            root.lease = Lease.acquire(root.store, root.prefix, str(url))
         self._registrations.append(reg)
         return reg, True
 
@@ -286,6 +292,8 @@ class Mirror:
         except BaseException:
             with self._lock:
                 self._registrations.remove(reg)
+            if reg.root.lease is not None:
+                reg.root.lease.release()
             raise
         (path.parent if single else path).mkdir(parents=True, exist_ok=True)
         self._start_background(reg)
@@ -337,7 +345,7 @@ class Mirror:
         out: list[str] = []
         for meta in store.list(dir_prefix):
             rel = meta.key[len(dir_prefix) :]
-            if not rel or fs.is_temp(rel.rsplit("/", 1)[-1]):
+            if not rel or fs.is_temp(rel.rsplit("/", 1)[-1]) or is_lease_key(rel):
                 continue
             if not recursive and "/" in rel:
                 child = str(url.with_key(dir_prefix + rel.split("/", 1)[0] + "/"))

@@ -16,10 +16,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
-
 from . import local as fs
+from .cachelock import RootLock
 from .executor import Operations, Summary, execute
+from .lease import Lease, is_lease_key
 from .patterns import Excluder
 from .planner import Action, Direction, RemoteEntry, UnsortedListing, plan
 from .state import Record, StateDB
@@ -50,6 +50,8 @@ class Root:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Set once the store was seen listing out of byte order: later runs sort first.
     sort_remote: bool = False
+    #: The lease on the remote prefix, held by an upload or sync with remote deletes.
+    lease: Lease | None = None
 
     # -- listings -------------------------------------------------------------
 
@@ -63,7 +65,7 @@ class Root:
     def remote_entries(self, direction: Direction, seen: list[int]) -> Iterator[RemoteEntry]:
         """The remote side, sorted by ``rel``; counts raw entries into ``seen[0]``.
 
-        Directory markers (keys ending in '/') are skipped. On download every
+        Directory markers (keys ending in '/') and lease objects are skipped. On download every
         key must map inside the local root, or `UnsafeKeyError` names it.
         """
         if self.single:
@@ -74,6 +76,8 @@ class Root:
             return
         n = len(self.prefix)
         for meta in self.store.list(self.prefix):
+            if is_lease_key(meta.key):
+                continue
             seen[0] += 1
             rel = meta.key[n:]
             if not rel or (rel.endswith("/") and meta.size == 0):
@@ -83,7 +87,8 @@ class Root:
             yield RemoteEntry(rel, meta)
 
     def local_entries(self, direction: Direction) -> Iterator[fs.LocalEntry]:
-        return fs.walk(self.local, self.exclude, clean_temp=direction is Direction.DOWN)
+        entries = fs.walk(self.local, self.exclude, clean_temp=direction is Direction.DOWN)
+        return (e for e in entries if not is_lease_key(e.rel))  # never uploaded over a lease
 
     # -- the pipeline -------------------------------------------------------
 
@@ -104,7 +109,7 @@ class Root:
         objects raises `FileNotFoundError` (or, with ``missing_ok``, does
         nothing) and deletes nothing.
         """
-        with self.lock, FileLock(self.lock_path) if self.lock_path else contextlib.nullcontext():
+        with self.lock, RootLock(self.lock_path) if self.lock_path else contextlib.nullcontext():
             try:
                 return self._run(direction, delete, max_workers, show_progress, missing_ok)
             except UnsortedListing as exc:
@@ -297,4 +302,6 @@ class _Up(_Side):
         return out if attempt(0) else None
 
     def delete(self, actions: list[Action]) -> None:
+        if self.root.lease is not None:
+            self.root.lease.check()  # a writer whose lease was taken over deletes nothing
         self.root.store.delete(self.root.key(a.rel) for a in actions)
