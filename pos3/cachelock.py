@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 SINGLE_HOST_ENV = "POS3_CACHE_SINGLE_HOST"
@@ -120,7 +121,7 @@ class RootLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
-        self._fallback = None
+        self._fallback: Any = None  # a filelock.FileLock where fcntl does not exist
 
     def __enter__(self) -> RootLock:
         check_filesystem(self.path.parent)

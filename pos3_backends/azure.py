@@ -306,7 +306,7 @@ class AzureStore(ObjectStore):
         from azure.core import MatchConditions
         from azure.storage.blob import ContentSettings
 
-        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        md5 = bytearray(hashlib.md5(data, usedforsecurity=False).digest())
         settings = ContentSettings(content_type="application/octet-stream", content_md5=md5)
         cond: dict[str, Any] = {"overwrite": False}
         if version is not None:

@@ -29,18 +29,27 @@ from pos3.urls import parse
 
 pytest_plugins = ["emulator_fixtures"]
 
+SOAK = int(os.environ.get("POS3_SOAK", "1"))
+
 #: A second process that registers ``spec["mode"]`` on ``spec["url"]``, says "ready" and holds
 #: its registration until its stdin closes (or it is killed).
 HOLDER = r"""
 import json, sys, pos3
 spec = json.loads(sys.argv[1])
 profile = pos3.Profile(**spec["profile"])
+if spec.get("race"):
+    print("waiting", flush=True)
+    sys.stdin.readline()  # "go": every racer starts at once
 with pos3.mirror(cache_root=spec["cache"], show_progress=False) as m:
     if spec["mode"] == "download":
         out = m.download(spec["url"], spec["local"], profile=profile)
         print(json.dumps(sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())), flush=True)
     else:
-        m.upload(spec["url"], spec["local"], interval=spec.get("interval"), delete=True, profile=profile)
+        try:
+            m.upload(spec["url"], spec["local"], interval=spec.get("interval"), delete=True, profile=profile)
+        except pos3.LeaseConflict:
+            print("conflict", flush=True)
+            sys.exit(0)
         print("ready", flush=True)
         sys.stdin.readline()
 """
@@ -287,6 +296,72 @@ def test_lease_object_is_invisible_and_never_deleted(
         assert json.loads(reader.line()) == ["kept.txt"]
         reader.proc.wait(60)
     assert where.keys() == ["run/kept.txt"]
+
+
+@pytest.mark.reliability(
+    "Writers with deletes racing for one or nested prefixes: never two overlapping winners ({where})",
+    group="Leases",
+)
+def test_racing_writers_never_both_win(where: Where, tmp_path: Path, processes: list[Process], reliability) -> None:
+    rounds = 2 * SOAK
+    for n in range(rounds):
+        same = n % 2 == 0  # one prefix: exactly one wins; nested prefixes: no two overlapping winners
+        rels = [f"r{n}/"] * 4 if same else [f"r{n}/", f"r{n}/a/", f"r{n}/b/", f"r{n}/a/x/"]
+        racers = []
+        for i, rel in enumerate(rels):
+            local = tmp_path / f"racer-{n}-{i}"
+            local.mkdir()
+            racers.append(Process(where, "upload", rel, local, tmp_path / f"racer-cache-{n}-{i}", race=True))
+        processes.extend(racers)
+        assert [r.line() for r in racers] == ["waiting"] * len(racers)
+        for r in racers:
+            assert r.proc.stdin is not None
+            r.proc.stdin.write("go\n")
+            r.proc.stdin.flush()
+        outcomes = [r.line() for r in racers]
+        assert set(outcomes) <= {"ready", "conflict"}
+        won = [rel for rel, outcome in zip(rels, outcomes, strict=True) if outcome == "ready"]
+        if same:
+            assert len(won) == 1, outcomes
+        else:
+            assert not [(a, b) for a in won for b in won if a < b and b.startswith(a)], won
+        for r in racers:
+            r.stop()
+        assert LEASE_NAME not in " ".join(where.keys(f"r{n}/"))  # every lease released or never kept
+    reliability.runs(rounds)
+
+
+@pytest.mark.reliability(
+    "A holder stalled past expiry (SIGSTOP) whose lease was taken over deletes nothing when it wakes ({where})",
+    group="Leases",
+)
+def test_stalled_holder_deletes_nothing_after_a_takeover(
+    where: Where, tmp_path: Path, processes: list[Process], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ttl = 3.0
+    monkeypatch.setenv(TTL_ENV, str(ttl))
+    stalled = _hold(where, "job/", tmp_path, processes, interval=0.3)
+    os.kill(stalled.proc.pid, signal.SIGSTOP)
+    try:
+        left = where.holder("job/")
+        assert left is not None and left.pid == stalled.proc.pid
+        _wait_until(lambda: time.time() > left.expires, deadline=3 * ttl)
+        mine = tmp_path / "mine"
+        mine.mkdir()
+        (mine / "new-owner.txt").write_bytes(b"new")
+        with _mirror(tmp_path) as m:
+            m.upload(where.url("job/"), mine, interval=None, delete=True, profile=where.profile)
+            where.put("job/new-owner.txt", b"new", tmp_path)  # what the stalled writer does not have
+            os.kill(stalled.proc.pid, signal.SIGCONT)
+            assert stalled.proc.stdin is not None
+            stalled.proc.stdin.close()  # its exit: a final upload with deletes
+            assert stalled.proc.wait(120) != 0  # that upload raised: it is no longer the writer
+            assert "No longer the writer" in stalled.proc.stderr.read()  # type: ignore[union-attr]
+            assert "new-owner.txt" in where.keys("job/")  # not deleted by the stalled writer
+    finally:
+        if stalled.proc.poll() is None:
+            os.kill(stalled.proc.pid, signal.SIGCONT)
+    assert where.keys("job/") == ["new-owner.txt"]  # the owner's own final sync removed the other's upload
 
 
 def _wait_until(cond: Callable[[], bool], deadline: float) -> None:
