@@ -162,6 +162,10 @@ class ObjectStore(abc.ABC):
         Returns the new object's metadata (its ``version`` is the one a later
         update must name; equal to what `head`, `get` and `list` report).
 
+        A request retried after its response was lost may report `PreconditionFailed`
+        for its own write: a caller that must know reads the object back (the lease
+        does, by its token). Wrappers must never retry `PreconditionFailed`.
+
         This default (``conditional_put = False``) reads the version with `head`
         and then writes with `put`: sequential writers are checked, but two
         writers racing within one round trip may both succeed.
