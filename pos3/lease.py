@@ -173,10 +173,6 @@ class Lease:
             log.warning("pos3: could not take the lease on %s now (retried before deleting): %s", url, exc)
         return lease
 
-    @property
-    def held(self) -> bool:
-        return self.version is not None and self.lost is None
-
     def _acquire(self) -> None:
         # A missing bucket raises here, before any write (some servers create buckets on a write).
         next(iter(self.store.list(self.prefix)), None)
@@ -293,12 +289,12 @@ class Lease:
                 if self.version is None:
                     self._acquire()
             return
-        if self.lost is None and self.holder.expires <= time.time():
-            self.renew()  # renewals failed for a whole ttl: one more try before deciding
-        if self.lost is None and self.holder.expires <= time.time():
-            self.lost = "it expired (renewals failed)"
+        if self.lost is None and self.holder.expires - time.time() < self.ttl / 3:
+            self.renew()  # renewals are late (the store was unreachable): one more try before deleting
         if self.lost is not None:
             raise LeaseLost(f"No longer the writer of {self.holder.url}: {self.lost}")
+        if self.holder.expires <= time.time():
+            raise LeaseLost(f"The lease on {self.holder.url} expired and could not be renewed: no deletes for now")
 
     def release(self) -> None:
         """Stop renewing and delete the lease object if it is still ours (errors are logged:
