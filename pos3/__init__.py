@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-from .executor import SyncError
+from .errors import user_facing
+from .executor import DeleteRefused, SyncError
 from .hookspecs import StoreSpec, hookimpl
 from .lease import LeaseConflict, LeaseLost
 from .local import UnsafeKeyError
@@ -23,6 +24,7 @@ from .store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreEr
 
 __all__ = [
     "Backend",
+    "DeleteRefused",
     "LeaseConflict",
     "LeaseLost",
     "Mirror",
@@ -52,6 +54,9 @@ def mirror(
     show_progress: bool = True,
     max_workers: int = 10,
     default_profile: str | Profile | None = None,
+    max_delete: int | float | None = None,
+    max_upload_bytes_per_second: float | None = None,
+    max_download_bytes_per_second: float | None = None,
 ) -> Mirror:
     """Context manager activating the sync environment.
 
@@ -59,8 +64,21 @@ def mirror(
     sync in flight finished) and a failed upload raises; on an exception,
     ``KeyboardInterrupt`` or non-zero ``SystemExit`` only registrations with
     ``sync_on_error=True`` are synced and the original exception propagates.
+    ``max_delete`` limits every sync's deletes (see `download`) unless a call sets its own.
+
+    ``max_upload_bytes_per_second`` / ``max_download_bytes_per_second`` cap the
+    total rate of object bodies in each direction: one limit shared by every
+    worker, part, store and profile of the mirror (``None``: full speed).
     """
-    return Mirror(cache_root, show_progress, max_workers, default_profile)
+    return Mirror(
+        cache_root,
+        show_progress,
+        max_workers,
+        default_profile,
+        max_delete,
+        max_upload_bytes_per_second=max_upload_bytes_per_second,
+        max_download_bytes_per_second=max_download_bytes_per_second,
+    )
 
 
 @overload
@@ -72,6 +90,9 @@ def with_mirror(
     show_progress: bool = ...,
     max_workers: int = ...,
     default_profile: str | Profile | None = ...,
+    max_delete: int | float | None = ...,
+    max_upload_bytes_per_second: float | None = ...,
+    max_download_bytes_per_second: float | None = ...,
 ) -> Callable[[F], F]: ...
 def with_mirror(func: Callable[..., Any] | None = None, /, **kwargs: Any) -> Any:
     """Decorator form of `mirror`: each call of the function runs inside a fresh mirror.
@@ -90,22 +111,31 @@ def with_mirror(func: Callable[..., Any] | None = None, /, **kwargs: Any) -> Any
     return decorate(func) if func is not None else decorate
 
 
+@user_facing
 def download(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
     delete: bool = True,
     exclude: Sequence[str] | None = None,
     profile: str | Profile | None = None,
+    max_delete: int | float | None = None,
+    allow_wipe: bool = False,
 ) -> Path:
     """Make a local copy of ``remote`` now and return its path.
 
     Only changed files move; with ``delete`` local files absent remotely are
     removed (after every copy succeeded). A missing remote raises
     `FileNotFoundError`. A local path is returned unchanged.
+
+    Delete guards (`DeleteRefused`, nothing deleted): a remote with no files
+    never empties a non-empty local directory unless ``allow_wipe``; more
+    deletes than ``max_delete`` (an int: a count; a float: a fraction of the
+    destination's files; None: the mirror's limit) are refused.
     """
-    return active().download(remote, local, delete, exclude, profile)
+    return active().download(remote, local, delete, exclude, profile, max_delete, allow_wipe)
 
 
+@user_facing
 def upload(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -114,11 +144,20 @@ def upload(
     sync_on_error: bool = False,
     exclude: Sequence[str] | None = None,
     profile: str | Profile | None = None,
+    max_delete: int | float | None = None,
+    allow_wipe: bool = False,
 ) -> Path:
-    """Register a local path to be mirrored to ``remote`` every ``interval`` seconds and on exit."""
-    return active().upload(remote, local, interval, delete, sync_on_error, exclude, profile)
+    """Register a local path to be mirrored to ``remote`` every ``interval`` seconds and on exit.
+
+    One listing request checks at once that the bucket exists and is reachable.
+    Delete guards as in `download` (an empty local root never empties the remote
+    unless ``allow_wipe``). Given a local path instead of a URL, creates that
+    directory (if it is not a file) and returns it.
+    """
+    return active().upload(remote, local, interval, delete, sync_on_error, exclude, profile, max_delete, allow_wipe)
 
 
+@user_facing
 def sync(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -128,11 +167,24 @@ def sync(
     sync_on_error: bool = False,
     exclude: Sequence[str] | None = None,
     profile: str | Profile | None = None,
+    max_delete: int | float | None = None,
+    allow_wipe: bool = False,
 ) -> Path:
-    """Download ``remote`` (if it exists) to resume from it, then register it for upload."""
-    return active().sync(remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile)
+    """Download ``remote`` (if it exists) to resume from it, then register it for upload.
+
+    Delete guards as in `download`, in both directions.
+    """
+    return active().sync(
+        remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile, max_delete, allow_wipe
+    )
 
 
-def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[Any]:
-    """List a remote prefix (full URLs; sub-prefixes end in '/' unless ``recursive``) or a local directory (paths)."""
+@user_facing
+def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list[str]:
+    """List a remote prefix as full URLs, or a local directory as paths (strings either way).
+
+    Sub-directories end in '/'; ``recursive`` lists every file and every empty
+    directory (directory marker) instead. A single object or file lists itself.
+    URLs keep the profile the prefix named (``s3://NAME@bucket/...``), so they round-trip.
+    """
     return active().ls(prefix, recursive, profile)

@@ -118,8 +118,9 @@ class RootLock:
     (`pos3.sync.Root` holds a thread lock around it).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: int = 0o644) -> None:
         self.path = path
+        self.mode = mode  # of the lock file, if it is created
         self._fd: int | None = None
         self._fallback: Any = None  # a filelock.FileLock where fcntl does not exist
 
@@ -130,10 +131,10 @@ class RootLock:
         except ImportError:
             from filelock import FileLock
 
-            self._fallback = FileLock(self.path)
+            self._fallback = FileLock(self.path, mode=self.mode)
             self._fallback.acquire()
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, self.mode)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
         except OSError as exc:

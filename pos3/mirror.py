@@ -1,7 +1,7 @@
 """The mirror lifecycle: one `Mirror` per ``with pos3.mirror():`` block.
 
-It owns the stores (one backend client per profile), the registered roots,
-the background upload threads, and the exit rules:
+It owns the registered roots, the background upload threads, the exit rules,
+and a `Resolver` (`pos3.resolve`) that turns locations into stores and paths:
 
 * a clean exit (no exception, or ``SystemExit`` with code 0/None) waits for
   in-flight background syncs, then syncs every registered upload; a failed
@@ -16,22 +16,24 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import local as fs
-from . import plugins, profiles
-from .executor import Summary, SyncError
+from .errors import user_facing
+from .executor import DeleteGuard, Summary, SyncError, check_max_delete
 from .lease import Lease, is_lease_key
 from .patterns import Excluder
 from .planner import Direction
 from .profiles import Profile
+from .resolve import Location, Resolver
 from .state import StateDB, state_path
-from .store import Backend, ObjectStore
+from .store import ObjectStore
 from .sync import Root
-from .urls import RemoteURL, is_remote, parse
+from .urls import RemoteURL
+from .wrappers.throttle import TokenBucket, throttled
 
 log = logging.getLogger("pos3")
 
@@ -61,6 +63,7 @@ class Registration:
     interval: float | None = None
     delete_remote: bool = True
     sync_on_error: bool = False
+    guard: DeleteGuard = DeleteGuard()
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -78,16 +81,23 @@ class Mirror:
         show_progress: bool = True,
         max_workers: int = 10,
         default_profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        max_upload_bytes_per_second: float | None = None,
+        max_download_bytes_per_second: float | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        check_max_delete(max_delete)
+        self.max_delete = max_delete
         self.cache_root = Path(cache_root).expanduser().absolute()
         self.show_progress = show_progress
         self.max_workers = max_workers
-        self.default_profile = profiles.resolve(default_profile)
+        # One bucket per direction, shared by every store of this mirror.
+        up = TokenBucket(max_upload_bytes_per_second) if max_upload_bytes_per_second is not None else None
+        down = TokenBucket(max_download_bytes_per_second) if max_download_bytes_per_second is not None else None
+        self.resolver = Resolver(self.cache_root, max_workers, default_profile, wrap=lambda s: throttled(s, down, up))
+        self.default_profile = self.resolver.default_profile
         self._lock = threading.RLock()
-        self._backends: dict[tuple[str, Profile], Backend] = {}
-        self._stores: dict[tuple[str, Profile, str], ObjectStore] = {}
         self._registrations: list[Registration] = []
         self._states: list[StateDB] = []
 
@@ -99,9 +109,10 @@ class Mirror:
             if _active is not None:
                 raise RuntimeError("A pos3.mirror() block is already active; nested mirrors are not supported")
             _active = self
-        self.cache_root.mkdir(parents=True, exist_ok=True)
+        fs.make_dirs(self.cache_root)
         return self
 
+    @user_facing
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         global _active
         failed = exc_type is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
@@ -130,11 +141,12 @@ class Mirror:
                 self._upload_now(reg)
             except Exception as exc:  # noqa: BLE001 - gathered and raised (or logged) below
                 errors.append((str(reg.root.url), exc))
-                log.error("pos3: final upload of %s failed: %s", reg.root.url, exc)
+                if failed:  # the block's own exception propagates: this one is only logged
+                    log.error("final upload of %s failed: %s", reg.root.url, exc)
         if errors and not failed:
             if len(errors) == 1:
                 raise errors[0][1]
-            raise SyncError("Final uploads", errors) from errors[0][1]
+            raise SyncError("Final uploads", errors)
 
     def _close(self) -> None:
         for reg in self._registrations:
@@ -142,46 +154,18 @@ class Mirror:
                 reg.root.lease.release()
         for state in self._states:
             state.close()
-        for backend in self._backends.values():
-            backend.close()
+        self.resolver.close()
 
     # -- stores and roots -----------------------------------------------------
 
     def store(self, url: RemoteURL, profile: Profile) -> ObjectStore:
-        """The store for ``url``'s bucket under ``profile`` (one backend client per profile)."""
-        with self._lock:
-            skey = (url.scheme, profile, url.bucket)
-            if skey not in self._stores:
-                bkey = (url.scheme, profile)
-                if bkey not in self._backends:
-                    spec = plugins.store_spec(url.scheme)
-                    self._backends[bkey] = spec.connect(profile, self.max_workers)
-                self._stores[skey] = self._backends[bkey].store(url.bucket)
-            return self._stores[skey]
-
-    def cache_path(self, url: RemoteURL, profile: Profile) -> Path:
-        """``cache_root / <profile local_name> / <bucket> / <key>`` for ``s3://``;
-        other schemes use ``<local_name>.<scheme>`` so that ``gs://data`` and
-        ``s3://data`` never share a directory."""
-        key = url.key.rstrip("/")
-        if key:
-            fs.check_rel(key, url.key)
-        top = profile.local_name if url.scheme == "s3" else f"{profile.local_name}.{url.scheme}"
-        return fs.target(self.cache_root / top / url.bucket, key)
-
-    def _resolve(
-        self, remote: str, local: str | os.PathLike[str] | None, profile: str | Profile | None
-    ) -> tuple[RemoteURL, Profile, Path]:
-        url = parse(remote)
-        prof = profiles.resolve(profile, self.default_profile)
-        path = Path(local).expanduser().absolute() if local is not None else self.cache_path(url, prof)
-        return url, prof, path
+        """The store for ``url``'s bucket under ``profile`` (see `Resolver.store`)."""
+        return self.resolver.store(url, profile)
 
     def _register(
         self,
         kind: str,
-        url: RemoteURL,
-        prof: Profile,
+        loc: Location,
         path: Path,
         args: tuple[Any, ...],
         single: bool,
@@ -189,6 +173,7 @@ class Mirror:
         **options: Any,
     ) -> tuple[Registration, bool]:
         """Register a root, or return the identical earlier one (with ``False``); raise on a conflict."""
+        url, prof = loc.url, loc.profile
         for reg in self._registrations:
             if reg.root.local == path and reg.kind == kind and reg.args == args:
                 return reg, False
@@ -198,18 +183,42 @@ class Mirror:
         state = StateDB(state_path(state_dir, identity))
         self._states.append(state)
         lock = state_path(state_dir, str(path)).with_suffix(".lock")
-        root = Root(url, self.store(url, prof), path, single, Excluder(exclude), state, lock)
+        root = Root(url, loc.store, path, single, Excluder(exclude), state, lock)
         reg = Registration(kind, root, prof, args, **options)
         if reg.uploads and reg.delete_remote and not single:  # one writer with deletes per prefix
             root.lease = Lease.acquire(root.store, root.prefix, str(url))
         self._registrations.append(reg)
         return reg, True
 
-    def _is_single_remote(self, url: RemoteURL, prof: Profile) -> bool:
-        """True when ``url`` names one object (not a prefix ending in '/')."""
-        if not url.key or url.key.endswith("/"):
-            return False
-        return self.store(url, prof).head(url.key) is not None
+    def _guard(self, max_delete: int | float | None, allow_wipe: bool) -> DeleteGuard:
+        """The delete guard of one call: its own ``max_delete``, else the mirror's."""
+        return DeleteGuard(self.max_delete if max_delete is None else max_delete, allow_wipe)
+
+    def _check_destination(self, loc: Location, single: bool) -> None:
+        """One listing request, at registration: the bucket exists and is reachable
+        (`FileNotFoundError` / `PermissionError` now rather than at exit), and an
+        upload would not make one key both an object and a prefix."""
+        url = loc.url
+        probe = url.key + "/" if single else url.key.rstrip("/")
+        if single and (not url.key or url.key.endswith("/")):
+            raise IsADirectoryError(f"Cannot upload a file to {url}: a URL ending in '/' names a prefix")
+        listing = loc.store.list(probe)
+        try:
+            first = next(iter(listing), None)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"Cannot upload to {url}: bucket {url.bucket!r} not found ({exc})") from exc
+        except PermissionError as exc:
+            raise PermissionError(f"Cannot upload to {url}: listing bucket {url.bucket!r} was refused ({exc})") from exc
+        finally:
+            close = getattr(listing, "close", None)
+            if close is not None:
+                close()
+        if first is None:
+            return
+        if single:
+            raise IsADirectoryError(f"Cannot upload a file to {url}: {url.dir_prefix} is a prefix holding objects")
+        if probe and first.key == probe:
+            raise NotADirectoryError(f"Cannot upload a directory to {url}: an object exists at exactly that key")
 
     # -- the API --------------------------------------------------------------
 
@@ -220,17 +229,23 @@ class Mirror:
         delete: bool = True,
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        allow_wipe: bool = False,
     ) -> Path:
-        if not is_remote(remote):
-            return Path(remote)
-        url, prof, path = self._resolve(str(remote), local, profile)
-        args = (str(url), prof, delete, tuple(exclude or ()))
+        loc = self.resolver.locate(remote, profile, local)
+        if isinstance(loc, Path):
+            return loc
+        path = loc.local_path
+        guard = self._guard(max_delete, allow_wipe)
+        args = (str(loc.url), loc.profile, delete, tuple(exclude or ()), guard)
         with self._lock:
-            single = self._is_single_remote(url, prof)
-            reg, _ = self._register("download", url, prof, path, args, single, exclude)
-        reg.root.sync(Direction.DOWN, delete=delete, max_workers=self.max_workers, show_progress=self.show_progress)
+            single = self.resolver.is_single(loc)
+            reg, _ = self._register("download", loc, path, args, single, exclude)
+        reg.root.sync(
+            Direction.DOWN, delete=delete, max_workers=self.max_workers, show_progress=self.show_progress, guard=guard
+        )
         if not single:
-            path.mkdir(parents=True, exist_ok=True)  # a prefix holding only directory markers
+            fs.make_dirs(path)  # a prefix holding only directory markers
         return path
 
     def upload(
@@ -242,18 +257,27 @@ class Mirror:
         sync_on_error: bool = False,
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        allow_wipe: bool = False,
     ) -> Path:
-        if not is_remote(remote):
-            return Path(remote)
-        url, prof, path = self._resolve(str(remote), local, profile)
+        loc = self.resolver.locate(remote, profile, local)
+        if isinstance(loc, Path):
+            path = loc.expanduser()
+            if not path.is_file():
+                fs.make_dirs(path)  # where the job writes its outputs
+            return path
+        path = loc.local_path
         _check_interval(interval)
-        args = (str(url), prof, interval, delete, sync_on_error, tuple(exclude or ()))
-        options = {"interval": interval, "delete_remote": delete, "sync_on_error": sync_on_error}
+        guard = self._guard(max_delete, allow_wipe)
+        args = (str(loc.url), loc.profile, interval, delete, sync_on_error, tuple(exclude or ()), guard)
+        options = {"interval": interval, "delete_remote": delete, "sync_on_error": sync_on_error, "guard": guard}
         with self._lock:
             single = path.is_file()
-            reg, new = self._register("upload", url, prof, path, args, single, exclude, **options)
+            if not any(r.args == args and r.root.local == path for r in self._registrations):
+                self._check_destination(loc, single)
+            reg, new = self._register("upload", loc, path, args, single, exclude, **options)
             if new and not single:
-                path.mkdir(parents=True, exist_ok=True)
+                fs.make_dirs(path)
         if new:
             self._start_background(reg)
         return path
@@ -268,16 +292,31 @@ class Mirror:
         sync_on_error: bool = False,
         exclude: Sequence[str] | None = None,
         profile: str | Profile | None = None,
+        max_delete: int | float | None = None,
+        allow_wipe: bool = False,
     ) -> Path:
-        if not is_remote(remote):
-            return Path(remote)
-        url, prof, path = self._resolve(str(remote), local, profile)
+        loc = self.resolver.locate(remote, profile, local)
+        if isinstance(loc, Path):
+            return loc
+        path = loc.local_path
         _check_interval(interval)
-        args = (str(url), prof, interval, delete_local, delete_remote, sync_on_error, tuple(exclude or ()))
-        options = {"interval": interval, "delete_remote": delete_remote, "sync_on_error": sync_on_error}
+        guard = self._guard(max_delete, allow_wipe)
+        args = (
+            str(loc.url),
+            loc.profile,
+            interval,
+            delete_local,
+            delete_remote,
+            sync_on_error,
+            tuple(exclude or ()),
+            guard,
+        )
+        options = {"interval": interval, "delete_remote": delete_remote, "sync_on_error": sync_on_error, "guard": guard}
         with self._lock:
-            single = self._is_single_remote(url, prof) or path.is_file()
-            reg, new = self._register("sync", url, prof, path, args, single, exclude, **options)
+            single = self.resolver.is_single(loc) or path.is_file()
+            if not any(r.args == args and r.root.local == path for r in self._registrations):
+                self._check_destination(loc, single)
+            reg, new = self._register("sync", loc, path, args, single, exclude, **options)
         if not new:
             return path
         try:
@@ -288,6 +327,7 @@ class Mirror:
                 max_workers=self.max_workers,
                 show_progress=self.show_progress,
                 missing_ok=True,
+                guard=guard,
             )
         except BaseException:
             with self._lock:
@@ -295,7 +335,7 @@ class Mirror:
             if reg.root.lease is not None:
                 reg.root.lease.release()
             raise
-        (path.parent if single else path).mkdir(parents=True, exist_ok=True)
+        fs.make_dirs(path.parent if single else path)
         self._start_background(reg)
         return path
 
@@ -316,58 +356,80 @@ class Mirror:
                 summary = self._upload_now(reg, show_progress=False)  # no bars in the middle of the job's output
                 if summary.copied or summary.deleted:
                     log.info(
-                        "pos3: background upload of %s: %d copied, %d deleted",
+                        "background upload of %s: %d copied, %d deleted",
                         reg.root.url,
                         summary.copied,
                         summary.deleted,
                     )
             except Exception as exc:  # noqa: BLE001 - retried at the next interval
-                log.warning(
-                    "pos3: background upload of %s failed (retrying in %ss): %s", reg.root.url, reg.interval, exc
-                )
+                log.warning("background upload of %s failed (retrying in %ss): %s", reg.root.url, reg.interval, exc)
 
     def _upload_now(self, reg: Registration, show_progress: bool | None = None) -> Summary:
         root = reg.root
         if not root.local.exists():
             raise FileNotFoundError(f"Cannot upload {root.local} to {root.url}: the local path no longer exists")
         progress = self.show_progress if show_progress is None else show_progress
-        return root.sync(Direction.UP, delete=reg.delete_remote, max_workers=self.max_workers, show_progress=progress)
+        return root.sync(
+            Direction.UP,
+            delete=reg.delete_remote,
+            max_workers=self.max_workers,
+            show_progress=progress,
+            guard=reg.guard,
+        )
 
     # -- listing --------------------------------------------------------------
 
-    def ls(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None) -> list:
-        if not is_remote(prefix):
-            return _ls_local(Path(prefix).expanduser(), recursive)
-        url = parse(str(prefix))
-        prof = profiles.resolve(profile, self.default_profile)
-        store = self.store(url, prof)
+    def ls(
+        self, prefix: str | os.PathLike[str], recursive: bool = False, profile: str | Profile | None = None
+    ) -> list[str]:
+        """Full URLs, or local paths as strings; directories end in '/' (see `pos3.ls`)."""
+        loc = self.resolver.locate(prefix, profile)
+        if isinstance(loc, Path):
+            return _ls_local(loc.expanduser(), recursive)
+        url, store = loc.url, loc.store
         dir_prefix = url.dir_prefix
         out: list[str] = []
-        for meta in store.list(dir_prefix):
-            rel = meta.key[len(dir_prefix) :]
-            if not rel or fs.is_temp(rel.rsplit("/", 1)[-1]) or is_lease_key(rel):
+        rels = (meta.key[len(dir_prefix) :] for meta in store.list(dir_prefix))
+        for rel in _empty_markers_only(rels) if recursive else rels:
+            if not rel or fs.is_temp(rel.rstrip("/").rsplit("/", 1)[-1]) or is_lease_key(rel):
                 continue
             if not recursive and "/" in rel:
-                child = str(url.with_key(dir_prefix + rel.split("/", 1)[0] + "/"))
-                if not out or out[-1] != child:
-                    out.append(child)
-                continue
-            if rel.endswith("/"):
-                continue
-            out.append(str(url.with_key(meta.key)))
+                rel = rel.split("/", 1)[0] + "/"
+                if out and out[-1] == url.with_key(dir_prefix + rel).qualified:
+                    continue
+            out.append(url.with_key(dir_prefix + rel).qualified)
         if not out and url.key and not url.key.endswith("/") and store.head(url.key) is not None:
-            out.append(str(url))
+            out.append(url.qualified)
         return out
 
 
-def _ls_local(path: Path, recursive: bool) -> list[Path]:
+def _empty_markers_only(rels: Iterator[str]) -> Iterator[str]:
+    """Drop each directory marker that a key inside its directory follows (sorted input):
+    a recursive listing shows files and empty directories, as the local walk does."""
+    held: str | None = None
+    for rel in rels:
+        if held is not None and not rel.startswith(held):
+            yield held
+        held = None
+        if fs.is_marker(rel):
+            held = rel
+        else:
+            yield rel
+    if held is not None:
+        yield held
+
+
+def _ls_local(path: Path, recursive: bool) -> list[str]:
+    """``path`` itself if it is a file; else its children (recursive: files and empty
+    directories), sorted like remote keys, directories ending in '/'."""
     if path.is_file():
-        return [path]
+        return [str(path)]
     if not path.is_dir():
         raise FileNotFoundError(f"No such local path: {path}")
     if recursive:
-        return [fs.target(path, e.rel) for e in fs.walk(path)]
-    return sorted(p for p in path.iterdir() if not fs.is_temp(p.name))
+        return [str(path / e.rel) + ("/" if fs.is_marker(e.rel) else "") for e in fs.walk(path)]
+    children = (p for p in path.iterdir() if not fs.is_temp(p.name))
+    return sorted(str(p) + ("/" if p.is_dir() else "") for p in children)
 
 
 def _nested(a: Path, b: Path) -> bool:

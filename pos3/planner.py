@@ -16,6 +16,16 @@ destination match the source:
 Files that still match their record on both sides produce nothing.
 Excluded paths produce nothing at all: never copied, never deleted.
 No I/O happens here; the same planner serves every direction and backend.
+
+Directory markers (``rel`` ending in '/': an empty local directory, a remote
+key ending in '/') flow through the same merge and actions, by presence only
+(a marker has no content to compare): one at the source and absent at the
+destination is copied (an empty directory made, an empty object put); one at
+the destination only is deleted when deletes are on and the source has nothing
+under that directory either (a directory that holds files needs no marker,
+and a marker already there is left alone). A destination that has the
+directory only through its contents counts as having it, unless deletes will
+empty it: then the source's marker is copied, so the directory survives them.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from .local import LocalEntry
+from .local import LocalEntry, is_marker
 from .state import Record
 from .store import ObjectMeta
 
@@ -60,6 +70,14 @@ class Action:
     size: int = 0
 
 
+@dataclass
+class Tally:
+    """Files a plan saw on each side (excluded paths not counted), filled in as it streams."""
+
+    source: int = 0
+    destination: int = 0
+
+
 def plan(
     direction: Direction,
     local: Iterable[LocalEntry],
@@ -68,21 +86,33 @@ def plan(
     *,
     delete: bool,
     excluded: Callable[[str], bool] = lambda rel: False,
+    tally: Tally | None = None,
 ) -> Iterator[Action]:
     """Yield the actions that make the destination of ``direction`` match its source.
+
+    ``tally``, if given, counts the files seen on each side as the plan streams
+    (complete once the plan is exhausted), for `DeleteGuard.check`.
 
     Every input must be sorted by ``rel`` with no duplicates; a stream out of
     order raises `UnsortedListing` rather than risk a wrong delete. Actions
     yielded before that point are copies of the right content or deletes,
     which the executor only runs once the whole plan has been read.
     """
-    for rel, loc, rem, rec in _merge(local, remote, records):
+    for rel, loc, rem, rec, below in _merge(local, remote, records):
         if excluded(rel):
+            continue
+        if below is not None:
+            action = _marker_action(direction, rel, loc, rem, below, delete)
+            if action is not None:
+                yield action
             continue
         if loc is None and rem is None:
             yield Action("forget", rel)
             continue
         src, dst = (rem, loc) if direction is Direction.DOWN else (loc, rem)
+        if tally is not None and not rel.endswith("/"):  # directory markers are not files
+            tally.source += src is not None
+            tally.destination += dst is not None
         if src is None:
             if delete:
                 yield Action("delete", rel, loc, rem)
@@ -97,6 +127,29 @@ def plan(
         yield Action("copy" if loc.size != rem.meta.size else "verify", rel, loc, rem, size)
 
 
+def _marker_action(
+    direction: Direction,
+    rel: str,
+    loc: LocalEntry | None,
+    rem: RemoteEntry | None,
+    below: tuple[bool, bool],
+    delete: bool,
+) -> Action | None:
+    """What a directory marker needs (see the module docstring); records only get forgotten.
+    ``below`` says whether the local and the remote side list anything inside its directory."""
+    src, dst = (rem, loc) if direction is Direction.DOWN else (loc, rem)
+    dst_below, src_below = below if direction is Direction.DOWN else below[::-1]
+    if src is None and dst is None:
+        return Action("forget", rel)
+    if src is not None:
+        if dst is not None or (dst_below and (src_below or not delete)):
+            return None
+        return Action("copy", rel, loc, rem)
+    if delete and not src_below:
+        return Action("delete", rel, loc, rem)
+    return None
+
+
 def _matches(rec: Record, loc: LocalEntry, rem: RemoteEntry) -> bool:
     return (
         rec.local_size == loc.size
@@ -109,10 +162,13 @@ def _matches(rec: Record, loc: LocalEntry, rem: RemoteEntry) -> bool:
 _END = object()
 
 
-def _merge(
-    local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], records: Iterable[Record]
-) -> Iterator[tuple[str, LocalEntry | None, RemoteEntry | None, Record | None]]:
-    """Join three sorted streams on ``rel``: one tuple per distinct path."""
+_Row = tuple[str, LocalEntry | None, RemoteEntry | None, Record | None, tuple[bool, bool] | None]
+
+
+def _merge(local: Iterable[LocalEntry], remote: Iterable[RemoteEntry], records: Iterable[Record]) -> Iterator[_Row]:
+    """Join three sorted streams on ``rel``: one row per distinct path. A marker's row ends
+    with whether the local and the remote side list anything inside its directory (the
+    next entry of each sorted stream); other rows end with ``None``."""
     streams = [_checked(local, "local"), _checked(remote, "remote"), _checked(records, "records")]
     heads = [next(s, _END) for s in streams]
     while True:
@@ -125,7 +181,13 @@ def _merge(
             if h is not _END and h.rel == rel:  # type: ignore[attr-defined]
                 row[i] = h
                 heads[i] = next(streams[i], _END)
-        yield rel, row[0], row[1], row[2]
+        below = (_inside(heads[0], rel), _inside(heads[1], rel)) if is_marker(rel) else None
+        yield rel, row[0], row[1], row[2], below
+
+
+def _inside(head: object, marker: str) -> bool:
+    """True if a stream's next entry lies inside the marker's directory."""
+    return head is not _END and head.rel.startswith(marker)  # type: ignore[attr-defined]
 
 
 class UnsortedListing(ValueError):

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .local import make_dirs
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -48,7 +50,7 @@ class StateDB:
     a reader sees the records as they were when its stream started."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         self.path = path
         self._lock = threading.Lock()
         self._conn = self._connect()

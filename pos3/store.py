@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+#: Charged with a byte count just before a store moves that many body bytes; it may block to slow the transfer.
+Pace = Callable[[int], None]
+
+#: The most bytes a paced store moves per `Pace` call.
+PACE_CHUNK = 1 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectMeta:
@@ -180,6 +186,21 @@ class ObjectStore(abc.ABC):
             src = Path(tmp, "data")
             src.write_bytes(data)
             return self.put(key, src)
+
+    # -- optional capability: paced transfers ----------------------------------
+
+    def paced(self, down: Pace | None, up: Pace | None) -> ObjectStore | None:
+        """A view of this store whose `get` calls ``down(n)`` before moving each next ``n``
+        (at most `PACE_CHUNK`) body bytes from the service and whose `put` calls ``up(n)``
+        before sending each next ``n``; ``None`` leaves that direction as it is.
+
+        A blocking pace must slow the transfer itself (the bytes on the wire), not only
+        its average: the view moves bodies in chunks on the calling thread, as each pace
+        returns. Over a successful transfer the charged bytes sum to the object's size
+        (plus whatever a retry sends again). Return ``None`` (the default) when the store
+        cannot report bytes as they move; `pos3.wrappers.throttle` then charges each
+        object whole, before it moves."""
+        return None
 
 
 class Backend(abc.ABC):

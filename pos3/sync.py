@@ -7,9 +7,13 @@ listings → `planner.plan` → `executor.execute` → the store / the local dis
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import logging
 import os
+import stat
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -18,10 +22,10 @@ from pathlib import Path
 
 from . import local as fs
 from .cachelock import RootLock
-from .executor import Operations, Summary, execute
+from .executor import DeleteGuard, Operations, Summary, execute
 from .lease import Lease, is_lease_key
 from .patterns import Excluder
-from .planner import Action, Direction, RemoteEntry, UnsortedListing, plan
+from .planner import Action, Direction, RemoteEntry, Tally, UnsortedListing, plan
 from .state import Record, StateDB
 from .store import ObjectMeta, ObjectStore, chain
 from .urls import RemoteURL
@@ -30,6 +34,8 @@ log = logging.getLogger("pos3")
 
 #: Uploads of a file that keeps changing while it is sent are retried this many times.
 UNSTABLE_RETRIES = 3
+#: A download reads this many remote entries (one S3 page) and checks their keys before its first transfer.
+LOOKAHEAD = 1000
 
 
 @dataclass
@@ -52,6 +58,11 @@ class Root:
     sort_remote: bool = False
     #: The lease on the remote prefix, held by an upload or sync with remote deletes.
     lease: Lease | None = None
+    #: The local filesystem's naming rules: limits before the first download's listing, then probed in full.
+    names: fs.NameRules | None = None
+    _probed: bool = False
+    #: Keys of directory markers with a body already warned about (once per marker).
+    warned_markers: set[str] = field(default_factory=set)
 
     # -- listings -------------------------------------------------------------
 
@@ -65,8 +76,12 @@ class Root:
     def remote_entries(self, direction: Direction, seen: list[int]) -> Iterator[RemoteEntry]:
         """The remote side, sorted by ``rel``; counts raw entries into ``seen[0]``.
 
-        Directory markers (keys ending in '/') and lease objects are skipped. On download every
-        key must map inside the local root, or `UnsafeKeyError` names it.
+        Directory markers (keys ending in '/') are entries like files; the
+        root's own marker (the prefix itself) and lease objects are skipped. A marker with a body
+        is still a marker: its content is ignored, with one warning per key.
+        On download every key must map inside the local root under
+        ``self.names``, or
+        `UnsafeKeyError` names it.
         """
         if self.single:
             meta = self.store.head(self.url.key)
@@ -80,11 +95,24 @@ class Root:
                 continue
             seen[0] += 1
             rel = meta.key[n:]
-            if not rel or (rel.endswith("/") and meta.size == 0):
+            if not rel:
                 continue
+            marker = fs.is_marker(rel)
+            if marker and meta.size:
+                self._warn_marker_body(meta)
             if direction is Direction.DOWN:
-                fs.check_rel(rel, meta.key)
+                fs.check_rel(rel[:-1] if marker else rel, meta.key, self.names)
             yield RemoteEntry(rel, meta)
+
+    def _warn_marker_body(self, meta: ObjectMeta) -> None:
+        if meta.key not in self.warned_markers:
+            self.warned_markers.add(meta.key)
+            log.warning(
+                "pos3: %s is a directory marker (its key ends in '/') but holds %d bytes; "
+                "treating it as a directory and ignoring its content",
+                self.url.with_key(meta.key),
+                meta.size,
+            )
 
     def local_entries(self, direction: Direction) -> Iterator[fs.LocalEntry]:
         entries = fs.walk(self.local, self.exclude, clean_temp=direction is Direction.DOWN)
@@ -100,6 +128,7 @@ class Root:
         max_workers: int,
         show_progress: bool,
         missing_ok: bool = False,
+        guard: DeleteGuard | None = None,
     ) -> Summary:
         """Make the destination match the source.
 
@@ -107,61 +136,98 @@ class Root:
         processes (``lock_path``): ranks of one job sharing a cache take turns,
         and the later ones find the work done. A download of a remote with no
         objects raises `FileNotFoundError` (or, with ``missing_ok``, does
-        nothing) and deletes nothing.
+        nothing) and deletes nothing. A local path of the wrong kind (a file
+        for a prefix, a directory for one object) raises before any transfer;
+        deletes run only if ``guard`` allows them (`DeleteRefused` otherwise).
         """
-        with self.lock, RootLock(self.lock_path) if self.lock_path else contextlib.nullcontext():
+        lock = RootLock(self.lock_path, fs.file_mode()) if self.lock_path else contextlib.nullcontext()
+        with self.lock, lock:
             try:
-                return self._run(direction, delete, max_workers, show_progress, missing_ok)
+                return self._run(direction, delete, max_workers, show_progress, missing_ok, guard or DeleteGuard())
             except UnsortedListing as exc:
                 if exc.stream != "remote" or self.sort_remote:
                     raise
                 # Some servers (SeaweedFS) list a directory's objects before its
                 # siblings that sort earlier ("a/b" before "a-b"). Nothing was
                 # deleted; what was copied is recorded. Plan again from a sorted copy.
-                log.info("pos3: %s is not listed in byte order; sorting its listing in memory", self.url)
+                log.info("%s is not listed in byte order; sorting its listing in memory", self.url)
                 self.sort_remote = True
-                return self._run(direction, delete, max_workers, show_progress, missing_ok)
+                return self._run(direction, delete, max_workers, show_progress, missing_ok, guard or DeleteGuard())
 
     def _run(
-        self, direction: Direction, delete: bool, max_workers: int, show_progress: bool, missing_ok: bool
+        self,
+        direction: Direction,
+        delete: bool,
+        max_workers: int,
+        show_progress: bool,
+        missing_ok: bool,
+        guard: DeleteGuard,
     ) -> Summary:
+        what = f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
+        fs.check_shape(self.local, self.single, what)
+        local = self.local_entries(direction)
+        if direction is Direction.DOWN and self.names is None:
+            self.names = fs.probe_limits(self.local.parent if self.single else self.local)
         seen = [0]
         remote = self.remote_entries(direction, seen)
         if self.sort_remote:
             remote = iter(sorted(remote, key=lambda e: e.rel))
         if direction is Direction.DOWN:
-            remote = _prefetched(remote)  # learn whether the remote exists before planning
+            remote = fs.without_file_dir_clashes(remote, lambda e: e.rel, lambda e: e.meta.key)
+            head = list(itertools.islice(remote, LOOKAHEAD))  # keys checked before any transfer
             if seen[0] == 0:
                 if missing_ok:
                     return Summary()
                 raise FileNotFoundError(f"No such remote: {self.url} (no object or prefix of that name)")
+            if self._probe_names().folds:
+                head += remote  # all keys, to find the names this filesystem folds together
+                local = self._check_folds(head, local)
+            remote = itertools.chain(head, remote)
+        tally = Tally()
         actions = plan(
             direction,
-            self.local_entries(direction),
+            local,
             remote,
             self.state.records(),
             delete=delete,
             excluded=self.exclude.file if not self.single else (lambda rel: False),
+            tally=tally,
         )
         ops = _Down(self) if direction is Direction.DOWN else _Up(self)
-        what = f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
         return execute(
-            actions, ops.operations(), self.state, what=what, max_workers=max_workers, show_progress=show_progress
+            actions,
+            ops.operations(),
+            self.state,
+            what=what,
+            max_workers=max_workers,
+            show_progress=show_progress,
+            before_delete=lambda n: guard.check(what, n, tally),
         )
 
+    def _probe_names(self) -> fs.NameRules:
+        """Probe, once per root, what names the local filesystem accepts and folds
+        (creating the root directory of a prefix, which the download needs anyway)."""
+        if self.names is None or not self._probed:
+            if not self.single:
+                fs.make_dirs(self.local)
+                self.names, self._probed = fs.probe(self.local), True
+            else:
+                self.names, self._probed = fs.probe_limits(self.local.parent), True
+        return self.names
 
-def _prefetched(it: Iterator[RemoteEntry]) -> Iterator[RemoteEntry]:
-    """Pull the first item now (so errors and emptiness surface early), then stream the rest."""
-    try:
-        first = next(it)
-    except StopIteration:
-        return iter(())
-
-    def rest() -> Iterator[RemoteEntry]:
-        yield first
-        yield from it
-
-    return rest()
+    def _check_folds(self, remote: list[RemoteEntry], local: Iterator[fs.LocalEntry]) -> Iterator[fs.LocalEntry]:
+        """Refuse remote keys (or a remote key and a local path) that this filesystem folds to one name."""
+        assert self.names is not None
+        local_entries = list(local)
+        pairs = [(e.rel, e.meta.key) for e in remote]
+        pairs += [(e.rel, str(fs.target(self.local, e.rel))) for e in local_entries]
+        clash = fs.fold_clashes(pairs, self.names)
+        if clash is not None:
+            raise fs.UnsafeKeyError(
+                f"Refusing {clash[0]!r} and {clash[1]!r}: they differ only by case or Unicode normalisation, "
+                f"which the filesystem of {self.local} treats as one name"
+            )
+        return iter(local_entries)
 
 
 def _changed_since(path: Path, before: os.stat_result) -> bool:
@@ -169,7 +235,7 @@ def _changed_since(path: Path, before: os.stat_result) -> bool:
     after = os.stat(path)
     if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
         return False
-    log.info("pos3: %s changed during its upload; sending it again", path)
+    log.info("%s changed during its upload; sending it again", path)
     return True
 
 
@@ -217,6 +283,9 @@ class _Down(_Side):
     def __init__(self, root: Root) -> None:
         super().__init__(root)
         self._dirs: set[Path] = set()  # parents already created and checked in this run
+        #: The umask lets world-write through: create each temporary file first, without it.
+        self._precreate = not fs.umask() & stat.S_IWOTH
+        self._made: set[Path] = set()  # directories of markers copied in this run: deletes keep them
 
     def name(self, action: Action) -> str:
         return str(fs.target(self.root.local, action.rel))
@@ -230,13 +299,31 @@ class _Down(_Side):
             self._dirs.add(dest.parent)
         if dest.is_dir() and not dest.is_symlink():
             raise IsADirectoryError(f"{dest} is a directory locally but a file remotely ({root.key(action.rel)})")
-        return dest, fs.temp_beside(dest)
+        tmp = fs.temp_beside(dest)
+        if self._precreate:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, fs.file_mode()))
+        return dest, tmp
 
     def _finish(self, action: Action, dest: Path, tmp: Path, meta: ObjectMeta) -> Record:
         os.replace(tmp, dest)
-        return _record(action.rel, os.stat(dest), meta)
+        st = os.stat(dest)
+        if st.st_mode & stat.S_IWOTH:  # only under a umask that lets world-write through
+            fs.not_world_writable(dest, st.st_mode)
+            st = os.stat(dest)
+        return _record(action.rel, st, meta)
+
+    def _mkdir(self, action: Action) -> Record:
+        """A marker: make its (empty) directory, inside the root."""
+        assert action.remote is not None
+        dest = fs.target(self.root.local, action.rel)
+        fs.prepare_parent(self.root.local, dest)
+        fs.make_dirs(dest)
+        self._made.add(dest)
+        return _record(action.rel, os.stat(dest), action.remote.meta)
 
     def copy(self, action: Action) -> Record:
+        if fs.is_marker(action.rel):
+            return self._mkdir(action)
         dest, tmp = self._prepare(action)
         try:
             meta = self.root.store.get(self.root.key(action.rel), tmp, action.size)
@@ -246,6 +333,8 @@ class _Down(_Side):
             raise
 
     def copy_async(self, action: Action) -> Future[Record] | None:
+        if fs.is_marker(action.rel):
+            return None
         dest, tmp = self._prepare(action)
         started = self.root.store.start_get(self.root.key(action.rel), tmp, action.size)
         if started is None:
@@ -258,17 +347,38 @@ class _Down(_Side):
         return chain(started, lambda meta: self._finish(action, dest, tmp, meta), failed)
 
     def delete(self, actions: list[Action]) -> None:
+        """Delete files, and the empty directories of stale markers (never a non-empty one);
+        directories left empty go too, except those of markers copied in this run."""
         for action in actions:
-            fs.remove_file(self.root.local, fs.target(self.root.local, action.rel))
+            remove = fs.remove_dir if fs.is_marker(action.rel) else fs.remove_file
+            remove(self.root.local, fs.target(self.root.local, action.rel), self._made)
 
 
 class _Up(_Side):
     """Local → remote: whole-object puts, batched remote deletes."""
 
+    def __init__(self, root: Root) -> None:
+        super().__init__(root)
+        self._markers: set[str] = set()  # markers put in this run
+
     def name(self, action: Action) -> str:
         return str(self.root.url.with_key(self.root.key(action.rel)))
 
+    def _put_marker(self, rel: str) -> Record:
+        """A marker: an empty object at ``prefix + rel`` (the key ends in '/')."""
+        st = os.stat(fs.target(self.root.local, rel))
+        fd, empty = tempfile.mkstemp(prefix=fs.TMP_PREFIX)
+        os.close(fd)
+        try:
+            meta = self.root.store.put(self.root.key(rel), Path(empty))
+        finally:
+            os.unlink(empty)
+        self._markers.add(rel)
+        return _record(rel, st, meta)
+
     def copy(self, action: Action) -> Record:
+        if fs.is_marker(action.rel):
+            return self._put_marker(action.rel)
         src = fs.target(self.root.local, action.rel)
         key = self.root.key(action.rel)
         for _ in range(UNSTABLE_RETRIES):
@@ -281,6 +391,8 @@ class _Up(_Side):
         return _record(action.rel, before, meta)
 
     def copy_async(self, action: Action) -> Future[Record] | None:
+        if fs.is_marker(action.rel):
+            return None
         src = fs.target(self.root.local, action.rel)
         key = self.root.key(action.rel)
         out: Future[Record] = Future()
@@ -302,6 +414,13 @@ class _Up(_Side):
         return out if attempt(0) else None
 
     def delete(self, actions: list[Action]) -> None:
+        """Delete the keys; then put again each marker of this run that had keys deleted
+        inside it (a store may drop a directory with its last object, as file:// does)."""
         if self.root.lease is not None:
             self.root.lease.check()  # a writer whose lease was taken over deletes nothing
         self.root.store.delete(self.root.key(a.rel) for a in actions)
+        rels = [a.rel for a in actions]  # sorted: the plan's order
+        for rel in sorted(self._markers):
+            i = bisect.bisect_right(rels, rel)
+            if i < len(rels) and rels[i].startswith(rel):
+                self._put_marker(rel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -60,3 +61,11 @@ def bucket(s3) -> str:
 @pytest.fixture
 def cache(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def public_bucket(s3, s3_server: S3Server) -> str:
+    """The server's anonymously readable bucket, created on first use."""
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.create_bucket(Bucket=s3_server.public_bucket)
+    return s3_server.public_bucket

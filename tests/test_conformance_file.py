@@ -16,8 +16,7 @@ from pos3.urls import parse
 class TestFileConformance(StoreConformance):
     @pytest.fixture
     def conformance_target(self, tmp_path: Path) -> Target:
-        root = tmp_path / "remote"
-        root.mkdir()
+        root = tmp_path / "remote"  # created by the first put: an empty directory would be a marker
         url = f"file://{root}/"
         parsed = parse(url)
         backend = store_spec("file").connect(Profile(), 8)

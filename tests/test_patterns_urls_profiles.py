@@ -1,4 +1,4 @@
-"""Pure unit tests: exclude patterns, URL parsing, profiles, key safety."""
+"""Pure unit tests: exclude patterns, key safety (URLs: test_urls.py; profiles: test_profiles.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import pytest
 import pos3
 from pos3.local import UnsafeKeyError, check_rel
 from pos3.patterns import Excluder
-from pos3.profiles import resolve
-from pos3.urls import is_remote, parse
 
 
 @pytest.mark.parametrize(
@@ -44,20 +42,6 @@ def test_directory_pruning():
     assert ex.directory("a/logs") and not ex.directory("a/log")
 
 
-def test_parse_urls():
-    u = parse("s3://bucket/a/b/")
-    assert (u.scheme, u.bucket, u.key, u.dir_prefix) == ("s3", "bucket", "a/b/", "a/b/")
-    assert parse("s3://bucket").key == "" and parse("s3://bucket").dir_prefix == ""
-    assert parse("S3://bucket/k").scheme == "s3"
-    assert parse("s3://bucket/data").dir_prefix == "data/"
-    with pytest.raises(ValueError, match="bucket"):
-        parse("s3://")
-    assert parse("file:///mnt/nfs/data").bucket == "mnt"
-    with pytest.raises(ValueError):
-        parse("/local/path")
-    assert is_remote("gs://b/k") and not is_remote("/tmp/x") and not is_remote("relative/dir")
-
-
 @pytest.mark.parametrize("key", ["../x", "a/../../x", "a//b", "/abs", "a/./b", "a/", "a\0b", ""])
 def test_unsafe_keys_are_refused(key):
     with pytest.raises(UnsafeKeyError, match="Refusing remote key"):
@@ -66,26 +50,6 @@ def test_unsafe_keys_are_refused(key):
 
 def test_safe_keys_pass():
     assert check_rel("a b/ü/..x/x..", "k") == "a b/ü/..x/x.."
-
-
-def test_profile_repr_hides_secrets():
-    p = pos3.Profile(local_name="p", options={"secret_access_key": "SUPERSECRET", "access_key_id": "AKIAXXX"})
-    assert "SUPERSECRET" not in repr(p) and "AKIAXXX" not in repr(p) and "secret_access_key" in repr(p)
-    assert "SUPERSECRET" not in str(p)
-
-
-def test_register_profile_defaults_local_name_and_resolves():
-    pos3.register_profile("unit-profile", endpoint="http://127.0.0.1:1", public=True)
-    p = resolve("unit-profile")
-    assert (p.local_name, p.endpoint, p.public) == ("unit-profile", "http://127.0.0.1:1", True)
-    assert resolve(None).local_name == "_"
-    with pytest.raises(ValueError, match="Unknown profile 'nope'"):
-        resolve("nope")
-
-
-def test_profile_local_name_must_be_one_segment():
-    with pytest.raises(ValueError, match="single path segment"):
-        pos3.Profile(local_name="../x")
 
 
 def test_api_outside_mirror_raises():

@@ -16,6 +16,10 @@ Guarantees on top of `ObjectStore`'s:
   ``.pos3-tmp-`` names and paths leaving the bucket through a symlink are
   refused with `UnsafeKeyError`.
 * Directories a `delete` leaves empty are removed, up to the bucket.
+* A directory marker (a key ending in '/') is an empty directory: `put`
+  creates the directory (any content is dropped, as SeaweedFS does), `list`
+  reports each empty directory as one (size 0), and `delete` removes the
+  directory only while it is empty. A directory that holds anything is no marker.
 
 The profile takes no options.
 """
@@ -23,6 +27,7 @@ The profile takes no options.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -31,16 +36,16 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..hookspecs import StoreSpec, hookimpl
-from ..local import TMP_PREFIX, UnsafeKeyError, check_rel, is_temp, prepare_parent, sort_key
-from ..store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError
+from ..local import TMP_PREFIX, UnsafeKeyError, check_rel, is_marker, is_temp, prepare_parent, sort_key
+from ..store import PACE_CHUNK, Backend, ObjectMeta, ObjectStore, Pace, PreconditionFailed, StoreError
 
 if TYPE_CHECKING:
     from ..profiles import Profile
 
-CHUNK = 1 << 20
+CHUNK = PACE_CHUNK
 #: mtime steps `put` tries, finest first, until the filesystem stores a later mtime.
 _MTIME_STEPS_NS = (1, 1_000, 1_000_000, 1_000_000_000, 2_000_000_000)
 
@@ -65,21 +70,26 @@ class FileBackend(Backend):
 
 
 def _meta(key: str, st: os.stat_result) -> ObjectMeta:
-    return ObjectMeta(key, st.st_size, f"{st.st_mtime_ns}-{st.st_size}", st.st_mtime)
+    size = 0 if is_marker(key) else st.st_size  # a marker's directory has no content
+    return ObjectMeta(key, size, f"{st.st_mtime_ns}-{size}", st.st_mtime)
 
 
 class FileStore(ObjectStore):
     """Objects as files under ``root`` (the bucket directory)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, down: Pace | None = None, up: Pace | None = None) -> None:
         self.root = root
         self._update_lock = threading.Lock()  # with the file lock of `put_if`, for threads of this process
+        self._down, self._up = down, up
+
+    def paced(self, down: Pace | None, up: Pace | None) -> FileStore:
+        return FileStore(self.root, down, up)
 
     def _url(self, key: str) -> str:
         return f"file://{self.root}/{key}"
 
     def _path(self, key: str) -> Path:
-        check_rel(key, key)
+        check_rel(key[:-1] if is_marker(key) else key, key)
         if any(is_temp(part) for part in key.split("/")):
             raise UnsafeKeyError(f"Refusing key {key!r}: names starting with {TMP_PREFIX!r} are temporary files")
         return self.root / key
@@ -98,11 +108,19 @@ class FileStore(ObjectStore):
         yield from self._walk(self.root / head, head + "/" if head else "", name)
 
     def _walk(self, path: Path, rel: str, name_prefix: str) -> Iterator[ObjectMeta]:
+        """The objects under ``path``; an empty directory (not the bucket) is its marker ``rel``."""
         try:
             with os.scandir(path) as it:
                 entries = sorted((e for e in it if e.name.startswith(name_prefix)), key=sort_key)
         except (FileNotFoundError, NotADirectoryError):
             return  # nothing under this prefix (or it vanished meanwhile)
+        if not entries and rel and not name_prefix:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return  # removed meanwhile
+            yield _meta(rel, st)  # an empty directory: its marker
+            return
         for entry in entries:
             if is_temp(entry.name):
                 continue
@@ -124,10 +142,18 @@ class FileStore(ObjectStore):
         except (FileNotFoundError, NotADirectoryError):
             self._check_bucket()
             return None
+        if is_marker(key):
+            return _meta(key, st) if _is_empty_dir(path) else None
         return _meta(key, st) if stat.S_ISREG(st.st_mode) else None
 
     def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         path = self._path(key)
+        if is_marker(key):
+            meta = self.head(key)
+            if meta is None:
+                raise FileNotFoundError(f"{self._url(key)}: no such object")
+            dest.write_bytes(b"")
+            return meta
         try:
             src = open(path, "rb")  # noqa: SIM115 - closed below
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
@@ -136,7 +162,7 @@ class FileStore(ObjectStore):
         with src:
             st = os.fstat(src.fileno())  # the version being read, even if replaced meanwhile
             with open(dest, "wb") as out:
-                shutil.copyfileobj(src, out, CHUNK)
+                _copy(src, out, self._down)
         return _meta(key, st)
 
     # -- writes ---------------------------------------------------------------
@@ -144,6 +170,8 @@ class FileStore(ObjectStore):
     def put(self, key: str, src: Path) -> ObjectMeta:
         path = self._path(key)
         self._check_bucket()
+        if is_marker(key):
+            return self._put_marker(key, path)
         tmp = self._write_temp(key, path, src)
         try:
             st = _advance_mtime(tmp, path)
@@ -155,6 +183,14 @@ class FileStore(ObjectStore):
                 raise StoreError(f"Cannot store {self._url(key)}: other objects have keys under {key + '/'!r}") from exc
             raise
         return _meta(key, st)
+
+    def _put_marker(self, key: str, path: Path) -> ObjectMeta:
+        try:
+            prepare_parent(self.root, path)
+            path.mkdir(exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise StoreError(f"Cannot store {self._url(key)}: an object has the key {key[:-1]!r}") from exc
+        return _meta(key, os.stat(path))
 
     def _write_temp(self, key: str, path: Path, src: Path) -> str:
         """Copy ``src`` into a flushed temporary file beside ``path``; return its name."""
@@ -172,7 +208,7 @@ class FileStore(ObjectStore):
                 continue  # a concurrent delete removed the empty directory: create it again
             try:
                 with out, open(src, "rb") as f:
-                    shutil.copyfileobj(f, out, CHUNK)
+                    _copy(f, out, self._up)
                     out.flush()
                     os.fsync(out.fileno())
             except BaseException:
@@ -240,9 +276,16 @@ class FileStore(ObjectStore):
         for key in keys:
             path = self._path(key)
             try:
-                os.unlink(path)
+                if is_marker(key):
+                    path.rmdir()
+                else:
+                    os.unlink(path)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 continue  # no object at this key
+            except OSError as exc:
+                if is_marker(key) and exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    continue  # a directory that holds objects is no marker
+                raise
             self._prune(path.parent)
 
     def _prune(self, directory: Path) -> None:
@@ -253,6 +296,24 @@ class FileStore(ObjectStore):
             except OSError:
                 return
             directory = directory.parent
+
+
+def _is_empty_dir(path: Path) -> bool:
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _copy(src: BinaryIO, out: BinaryIO, pace: Pace | None) -> None:
+    """Copy ``src`` to ``out`` in chunks, charging ``pace`` (if any) for each before writing it."""
+    if pace is None:
+        shutil.copyfileobj(src, out, CHUNK)
+        return
+    while data := src.read(CHUNK):
+        pace(len(data))
+        out.write(data)
 
 
 def _checked_name(entry: os.DirEntry[str]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import StoreSpec, hookimpl
-from ..store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError, batches
+from ..store import PACE_CHUNK, Backend, ObjectMeta, ObjectStore, Pace, PreconditionFailed, StoreError, batches
 from .s3_crt import EmptyObject, ListPage, md5_from_etag
 
 if TYPE_CHECKING:
@@ -65,6 +66,23 @@ def _map_error(exc: Exception, what: str) -> Exception:
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+def _isolated_session(public: bool) -> Any:
+    """A botocore session that reads no AWS_* configuration variable (``AWS_PROFILE``,
+    ``AWS_REGION``, ``AWS_CONFIG_FILE``...) and no ``~/.aws`` file, and whose only credential
+    source is ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (none for a public profile): for
+    profiles that set an endpoint, credentials or ``public``. Explicit keys replace the source."""
+    import botocore.session
+    from botocore.credentials import CredentialResolver, EnvProvider
+
+    blank = {
+        name: (config_key, None, os.devnull if name in ("config_file", "credentials_file") else default, convert)
+        for name, (config_key, _env, default, convert) in botocore.session.Session.SESSION_VARIABLES.items()
+    }
+    session = botocore.session.Session(session_vars=blank)
+    session.register_component("credential_provider", CredentialResolver([] if public else [EnvProvider()]))
+    return session
+
+
 class S3Backend(Backend):
     """One boto3 client per profile, with a pool wide enough for every worker."""
 
@@ -82,7 +100,19 @@ class S3Backend(Backend):
         ):
             if opt in opts:
                 keys[arg] = opts.pop(opt)
-        session = boto3.session.Session(profile_name=opts.pop("aws_profile", None), **({} if profile.public else keys))
+        aws_profile = opts.pop("aws_profile", None)
+        isolated = aws_profile is None and (profile.public or profile.endpoint is not None or bool(keys))
+        session = boto3.session.Session(
+            botocore_session=_isolated_session(profile.public) if isolated else None,
+            profile_name=aws_profile,
+            **({} if profile.public else keys),
+        )
+        if isolated and not profile.public and session.get_credentials() is None:
+            raise ValueError(
+                f"S3 profile {profile.local_name!r} (endpoint {profile.endpoint}) has no credentials: give "
+                "access_key and secret_key (or a credentials_file), public=True or aws_profile, "
+                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
         config = Config(
             max_pool_connections=max(10, 2 * max_workers),
             retries={"mode": "standard", "max_attempts": 8},
@@ -91,6 +121,7 @@ class S3Backend(Backend):
             connect_timeout=10,
             read_timeout=120,
             tcp_keepalive=True,
+            ignore_configured_endpoint_urls=True if isolated else None,
         )
         kwargs: dict[str, Any] = {"config": config}
         if profile.endpoint:
@@ -111,8 +142,9 @@ class S3Backend(Backend):
         self._crt_lock = threading.Lock()
 
     def crt(self) -> CrtTransfers | None:
-        """The native transfer client, created on first use; None when unavailable or not wanted."""
-        if not self._crt_wanted:
+        """The native transfer client, created on first use; None when unavailable or not wanted,
+        or while botocore's requests are answered in-process (moto's ``mock_aws``)."""
+        if not self._crt_wanted or _botocore_intercepted():
             return None
         with self._crt_lock:
             if self._crt is None and self._crt_wanted:
@@ -134,13 +166,34 @@ class S3Backend(Backend):
         self.client.close()
 
 
+def _botocore_intercepted() -> bool:
+    """True while an enabled ``before-send`` handler is installed for every botocore client, as
+    moto's ``mock_aws`` does to answer requests in-process: the CRT would bypass it (and reach the
+    network), so boto3 moves the bytes instead. A handler with ``enabled = False`` (moto imported,
+    no mock active) does not count."""
+    from botocore.handlers import BUILTIN_HANDLERS
+
+    return any(h[0].startswith("before-send") and getattr(h[1], "enabled", True) for h in BUILTIN_HANDLERS)
+
+
 class S3Store(ObjectStore):
     delete_batch_size = 1000
 
-    def __init__(self, backend: S3Backend, bucket: str) -> None:
+    def __init__(self, backend: S3Backend, bucket: str, down: Pace | None = None, up: Pace | None = None) -> None:
         self.backend = backend
         self.client = backend.client
         self.bucket = bucket
+        self._down, self._up = down, up
+
+    def paced(self, down: Pace | None, up: Pace | None) -> S3Store:
+        """A paced view: a paced direction moves bodies through boto3 in chunks (never the CRT)."""
+        if up is not None:
+            self.client.meta.events.register("before-send.s3", _arm_paced_body, unique_id="pos3-paced-body")
+        return S3Store(self.backend, self.bucket, down, up)
+
+    def _body(self, data: bytes) -> bytes | io.BytesIO:
+        """A request body for ``data``: paced while it is sent when uploads are paced."""
+        return data if self._up is None else _PacedBody(data, self._up)
 
     def _url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -202,7 +255,7 @@ class S3Store(ObjectStore):
     def _native(self, size: int | None) -> CrtTransfers | None:
         """The CRT client for an object of this size: single-request sizes only; empty and large
         objects go through boto3 (one plain GET; parallel ranges that stream to disk)."""
-        if size is None or not 0 < size <= MULTIPART_THRESHOLD:
+        if size is None or not 0 < size <= MULTIPART_THRESHOLD or self._down is not None:
             return None
         return self.backend.crt()
 
@@ -211,7 +264,7 @@ class S3Store(ObjectStore):
         return crt.start_get(self.bucket, key, dest) if crt is not None else None
 
     def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
-        crt = self.backend.crt()
+        crt = self.backend.crt() if self._up is None else None
         size = os.stat(src).st_size
         return crt.start_put(self.bucket, key, src, size) if crt is not None and size <= MULTIPART_THRESHOLD else None
 
@@ -243,7 +296,7 @@ class S3Store(ObjectStore):
         total = int(r["ContentRange"].rsplit("/", 1)[1]) if "ContentRange" in r else r["ContentLength"]
         meta = ObjectMeta(key, total, etag, r["LastModified"].timestamp(), md5_from_etag(etag))
         with open(dest, "wb") as f:
-            _copy_stream(r["Body"], f)
+            _copy_stream(r["Body"], f, self._down)
             if total > part:
                 f.truncate(total)
         if total > part:
@@ -259,7 +312,7 @@ class S3Store(ObjectStore):
             r = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}", **kw)
             with open(dest, "r+b") as f:
                 f.seek(start)
-                _copy_stream(r["Body"], f)
+                _copy_stream(r["Body"], f, self._down)
 
         with ThreadPoolExecutor(max_workers=min(8, self.backend.max_workers)) as pool:
             for fut in [pool.submit(fetch, start) for start in range(part, total, part)]:
@@ -267,7 +320,7 @@ class S3Store(ObjectStore):
 
     def put(self, key: str, src: Path) -> ObjectMeta:
         size = os.stat(src).st_size
-        crt = self.backend.crt()
+        crt = self.backend.crt() if self._up is None else None
         if crt is not None:
             meta = crt.start_put(self.bucket, key, src, size).result()
             if meta.version is None:  # some servers answer a multipart completion without the header
@@ -278,9 +331,8 @@ class S3Store(ObjectStore):
                 with open(src, "rb") as f:
                     data = f.read()
                 md5 = hashlib.md5(data, usedforsecurity=False)
-                r = self.client.put_object(
-                    Bucket=self.bucket, Key=key, Body=data, ContentMD5=base64.b64encode(md5.digest()).decode()
-                )
+                checksum = base64.b64encode(md5.digest()).decode()
+                r = self.client.put_object(Bucket=self.bucket, Key=key, Body=self._body(data), ContentMD5=checksum)
                 etag = r["ETag"].strip('"')
             else:
                 etag = self._put_multipart(key, src, size)
@@ -298,7 +350,9 @@ class S3Store(ObjectStore):
             with open(src, "rb") as f:
                 f.seek((number - 1) * part)
                 data = f.read(part)
-            r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data)
+            r = self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=self._body(data)
+            )
             return {"PartNumber": number, "ETag": r["ETag"]}
 
         try:
@@ -358,9 +412,39 @@ def _precondition_failed(exc: Exception) -> bool:
     return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
 
 
-def _copy_stream(body: Any, f: Any, chunk: int = 1 * MiB) -> None:
+def _copy_stream(body: Any, f: Any, pace: Pace | None = None, chunk: int = PACE_CHUNK) -> None:
+    """Copy a response body to ``f``, charging ``pace`` for each chunk before reading the next."""
     try:
         while data := body.read(chunk):
+            if pace is not None:
+                pace(len(data))
             f.write(data)
     finally:
         body.close()
+
+
+class _PacedBody(io.BytesIO):
+    """A request body that charges ``pace`` for each read once armed: botocore reads a body
+    to hash it before sending, and `_arm_paced_body` arms it only when it is being sent."""
+
+    def __init__(self, data: bytes, pace: Pace) -> None:
+        super().__init__(data)
+        self.pace, self.armed = pace, False
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if self.armed:
+            for start in range(0, len(data), PACE_CHUNK):
+                self.pace(min(PACE_CHUNK, len(data) - start))
+        return data
+
+
+def _arm_paced_body(request: Any, **_: Any) -> None:
+    """botocore's ``before-send`` hook: from now on a paced body is on the wire (a checksum
+    wrapper around it keeps it as ``_raw``)."""
+    body = request.body
+    for _depth in range(3):
+        if isinstance(body, _PacedBody):
+            body.armed = True
+            return
+        body = getattr(body, "_raw", None)

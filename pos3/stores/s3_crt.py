@@ -129,10 +129,19 @@ class CrtTransfers:
 
 
 def _then(fut: Future, fn: Any, what: str) -> Future:
-    """A future of ``fn(fut.result())``; a CRT error becomes the matching Python exception."""
+    """A future of ``fn(fut.result())``; a CRT error becomes the matching Python exception
+    (an HTTP answer as `_map` says, a connection failure a `StoreError` naming the request)."""
+    from awscrt.exceptions import AwsCrtError
     from awscrt.s3 import S3ResponseError
 
-    return chain(fut, fn, lambda exc: _map(exc, what) if isinstance(exc, S3ResponseError) else exc)
+    def error(exc: BaseException) -> BaseException:
+        if isinstance(exc, S3ResponseError):
+            return _map(exc, what)
+        if isinstance(exc, AwsCrtError):
+            return StoreError(f"{what}: {exc.message} ({exc.name})")
+        return exc
+
+    return chain(fut, fn, error)
 
 
 @dataclass

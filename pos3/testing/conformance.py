@@ -41,8 +41,9 @@ import pos3
 
 from ..lease import LEASE_NAME, Lease, LeaseConflict
 from ..profiles import Profile
-from ..store import ObjectMeta, ObjectStore, PreconditionFailed
+from ..store import PACE_CHUNK, ObjectMeta, ObjectStore, PreconditionFailed
 from ..urls import parse
+from ..wrappers.throttle import ThrottledStore, TokenBucket
 
 __all__ = ["Remote", "StoreConformance", "Target", "unique_prefix"]
 
@@ -154,6 +155,11 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 def local_tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def empty_dirs(root: Path) -> list[str]:
+    """Every empty directory under ``root`` as a marker ("a/b/"), sorted."""
+    return sorted(p.relative_to(root).as_posix() + "/" for p in root.rglob("*") if p.is_dir() and not any(p.iterdir()))
 
 
 def rewrite(path: Path, data: bytes) -> None:
@@ -354,6 +360,26 @@ class StoreConformance:
         for m in (put, listed, got):
             assert m.md5 in (None, md5.hexdigest())
 
+    def test_paced_view_charges_every_body_byte(self, remote: Remote) -> None:
+        """The optional `ObjectStore.paced` capability: each direction charges exactly the
+        bytes it moves, in chunks of at most `PACE_CHUNK`; without it, the throttle wrapper
+        falls back to charging whole objects."""
+        down: list[int] = []
+        up: list[int] = []
+        paced = remote.store.paced(down.append, up.append)
+        if paced is None:
+            assert ThrottledStore(remote.store, TokenBucket(1e12), TokenBucket(1e12)).per_object
+            return
+        data = os.urandom(3 * MiB + 123)
+        put = paced.put(remote.key("paced.bin"), remote.scratch_file(data))
+        assert put.size == len(data) and sum(up) == len(data) and down == []
+        assert max(up) <= PACE_CHUNK
+        up.clear()
+        dest = remote.scratch_file()
+        got = paced.get(remote.key("paced.bin"), dest, len(data))
+        assert got.version == put.version and dest.read_bytes() == data
+        assert sum(down) == len(data) and max(down) <= PACE_CHUNK and up == []
+
     def test_put_meta_matches_list_head_and_get(self, remote: Remote) -> None:
         put = remote.put("dir/obj.txt", b"hello world")
         assert put.key == remote.key("dir/obj.txt") and put.size == 11 and put.version is not None
@@ -494,7 +520,9 @@ class StoreConformance:
         with self.mirror(cache_root):
             assert pos3.upload(remote.url(), interval=None, profile=profile) == path
             (path / "sub/deeper/c.txt").unlink()
-        assert remote.tree() == {k: v for k, v in TREE.items() if k not in ("a.txt", "sub/deeper/c.txt")}
+        # sub/deeper/ is left empty locally: it is kept as a directory marker.
+        expected = {k: v for k, v in TREE.items() if k not in ("a.txt", "sub/deeper/c.txt")}
+        assert remote.tree() == expected | {"sub/deeper/": b""}
 
     def test_exclude_patterns(self, remote: Remote, cache_root: Path) -> None:
         remote.put_many(TREE | {"logs/run.log": b"log", "keep.tmp": b"tmp"})
@@ -529,6 +557,69 @@ class StoreConformance:
         children = {k.split("/", 1)[0] + ("/" if "/" in k else "") for k in TREE}
         assert flat == [remote.url(c) for c in _utf8_sorted(children)]
         assert deep == [remote.url(k) for k in _utf8_sorted(TREE)]
+
+    # -- directory markers (keys ending in '/') ---------------------------------
+
+    def test_directory_marker_object(self, remote: Remote) -> None:
+        remote.put_many({"m-x": b"x", "m0": b"0"})
+        put = remote.put("m/", b"")
+        assert put.key == remote.key("m/") and put.size == 0
+        assert remote.keys() == _utf8_sorted(["m-x", "m/", "m0"])
+        [listed] = remote.list("m/")
+        head = remote.store.head(remote.key("m/"))
+        assert head is not None and (listed.key, listed.size, head.size) == (remote.key("m/"), 0, 0)
+        assert remote.read("m/") == b""
+        remote.store.delete([remote.key("m/")])
+        assert remote.keys() == ["m-x", "m0"] and remote.store.head(remote.key("m/")) is None
+
+    def test_empty_directories_round_trip_as_markers(self, remote: Remote, cache_root: Path, tmp_path: Path) -> None:
+        profile = remote.target.profile
+        src, dst = tmp_path / "marker-src", tmp_path / "marker-dst"
+        write_tree(src, {"b.txt": b"b", "full/a.txt": b"a"})
+        for d in ("empty", "full/empty", "nested/deeper/empty"):
+            (src / d).mkdir(parents=True)
+        with self.mirror(cache_root):
+            pos3.upload(remote.url(), src, interval=None, profile=profile)
+        # Only empty directories get a marker; a directory that holds files needs none.
+        markers = ["empty/", "full/empty/", "nested/deeper/empty/"]
+        assert remote.keys() == _utf8_sorted(["b.txt", "full/a.txt", *markers])
+        assert all(m.size == 0 for m in remote.list() if m.key.endswith("/"))
+        with self.mirror(cache_root):
+            assert pos3.ls(remote.url(), recursive=True, profile=profile) == [
+                remote.url(k) for k in _utf8_sorted(["b.txt", "full/a.txt", *markers])
+            ]
+            assert pos3.ls(remote.url(), profile=profile) == [
+                remote.url(k) for k in ("b.txt", "empty/", "full/", "nested/")
+            ]
+            pos3.download(remote.url(), dst, profile=profile)
+        assert empty_dirs(dst) == markers and local_tree(dst) == local_tree(src)
+        # Stale markers: deleted remotely on upload, and their empty directories locally on download.
+        (src / "empty").rmdir()
+        (src / "nested/deeper/empty").rmdir()  # leaves nested/deeper/ empty: now it gets the marker
+        with self.mirror(cache_root):
+            pos3.upload(remote.url(), src, interval=None, profile=profile)
+        assert remote.keys() == _utf8_sorted(["b.txt", "full/a.txt", "full/empty/", "nested/deeper/"])
+        with self.mirror(cache_root):
+            pos3.download(remote.url(), dst, profile=profile)
+        assert empty_dirs(dst) == ["full/empty/", "nested/deeper/"] and local_tree(dst) == local_tree(src)
+        # A directory emptied locally keeps its marker while the deletes remove what it held.
+        (src / "full/a.txt").unlink()
+        (src / "full/empty").rmdir()
+        with self.mirror(cache_root):
+            pos3.upload(remote.url(), src, interval=None, profile=profile)
+        assert remote.keys() == _utf8_sorted(["b.txt", "full/", "nested/deeper/"])
+
+    def test_marker_with_a_body_is_a_directory(
+        self, remote: Remote, cache_root: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        remote.put_many({"odd/": b"stray content", "x.txt": b"x"})
+        [marker] = remote.list("odd/")  # some stores drop the body of such a key
+        with caplog.at_level("WARNING", logger="pos3"), self.mirror(cache_root):
+            path = pos3.download(remote.url(), profile=remote.target.profile)
+            pos3.download(remote.url(), profile=remote.target.profile)
+        assert empty_dirs(path) == ["odd/"] and local_tree(path) == {"x.txt": b"x"}
+        warnings = [r for r in caplog.records if "directory marker" in r.getMessage()]
+        assert len(warnings) == (1 if marker.size else 0)  # once per marker
 
     def test_long_unicode_file_name_round_trip(self, remote: Remote, cache_root: Path) -> None:
         name = "long/" + "\U0001f600" * 60 + ".bin"  # a 244-byte file name (filesystems allow 255)
