@@ -170,7 +170,7 @@ class Lease:
         except LeaseConflict:
             raise
         except Exception as exc:  # noqa: BLE001 - retried by check() before the first delete
-            log.warning("pos3: could not take the lease on %s now (retried before deleting): %s", url, exc)
+            log.warning("could not take the lease on %s now (retried before deleting): %s", url, exc)
         return lease
 
     def _acquire(self) -> None:
@@ -178,7 +178,7 @@ class Lease:
         next(iter(self.store.list(self.prefix)), None)
         if not self.store.conditional_put:
             log.warning(
-                "pos3: %s has no conditional puts: the lease on %s is not atomic",
+                "%s has no conditional puts: the lease on %s is not atomic",
                 type(self.store).__name__,
                 self.holder.url,
             )
@@ -226,7 +226,7 @@ class Lease:
                 self._write(version)
             except PreconditionFailed:
                 continue  # another writer took it over first: look again
-            log.warning("pos3: took over the expired lease of %s (%s)", self.holder.url, other.describe())
+            log.warning("took over the expired lease of %s (%s)", self.holder.url, other.describe())
             return
         raise LeaseConflict(f"Cannot take the lease on {self.holder.url}: other writers keep changing it")
 
@@ -246,7 +246,7 @@ class Lease:
             try:
                 found = self._read(key)
             except PermissionError:
-                log.debug("pos3: cannot read %s to check for overlapping leases", key)
+                log.debug("cannot read %s to check for overlapping leases", key)
                 continue
             if found is not None and found[0].token != self.holder.token and found[0].expires > now:
                 raise self._conflict(found[0])
@@ -267,7 +267,7 @@ class Lease:
             except PreconditionFailed:
                 self._lost_or_ours()
             except Exception as exc:  # noqa: BLE001 - retried at the next renewal
-                log.warning("pos3: renewing the lease on %s failed (retrying): %s", self.holder.url, exc)
+                log.warning("renewing the lease on %s failed (retrying): %s", self.holder.url, exc)
                 return True
             return self.lost is None
 
@@ -279,7 +279,7 @@ class Lease:
             return
         who = found[0].describe() if found is not None else "its lease object was deleted"
         self.lost = who
-        log.error("pos3: lost the lease on %s: %s; remote deletes stop", self.holder.url, who)
+        log.error("lost the lease on %s: %s; remote deletes stop", self.holder.url, who)
 
     def check(self) -> None:
         """Raise `LeaseLost` unless this writer still holds the lease (called before remote deletes);
@@ -308,11 +308,11 @@ class Lease:
             try:
                 self._delete_own()
             except Exception as exc:  # noqa: BLE001 - the lease expires on its own
-                log.warning("pos3: could not release the lease on %s: %s", self.holder.url, exc)
+                log.warning("could not release the lease on %s: %s", self.holder.url, exc)
 
     def _delete_own(self) -> None:
-        """Delete the lease object if it still names this writer."""
-        found = self._read(self.key)
-        if found is not None and found[0].token == self.holder.token:
+        """Delete the lease object if it is still the version this writer last wrote (one HEAD)."""
+        meta = self.store.head(self.key)
+        if meta is not None and meta.version == self.version:
             self.store.delete([self.key])
         self.version = None

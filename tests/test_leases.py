@@ -211,7 +211,8 @@ def test_second_writer_with_deletes_fails_naming_the_holder(
     where.put(held + "theirs.txt", b"theirs", tmp_path)
     holder = _hold(where, held, tmp_path, processes)
     mine = tmp_path / "mine"
-    mine.mkdir()  # empty: with deletes, it would delete the holder's files
+    mine.mkdir()
+    (mine / "mine.txt").write_bytes(b"mine")  # without theirs.txt: with deletes, it would delete it
     for register in (
         lambda m: m.upload(where.url(wanted), mine, interval=None, delete=True, profile=where.profile),
         lambda m: m.sync(where.url(wanted), mine, interval=None, profile=where.profile),
@@ -226,7 +227,7 @@ def test_second_writer_with_deletes_fails_naming_the_holder(
     assert where.keys() == [held + "theirs.txt"]  # released at the holder's exit
     with _mirror(tmp_path) as m:  # now the prefix is free
         m.upload(where.url(wanted), mine, interval=None, delete=True, profile=where.profile)
-    assert where.keys(wanted) == []  # it deleted what it did not have, and released its lease
+    assert where.keys(wanted) == ["mine.txt"]  # it deleted what it did not have, and released its lease
     reliability.runs(2)
 
 
