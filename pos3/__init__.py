@@ -16,6 +16,7 @@ from typing import Any, TypeVar, overload
 from .errors import user_facing
 from .executor import DeleteRefused, SyncError
 from .hookspecs import StoreSpec, hookimpl
+from .integrity import IntegrityError
 from .lease import LeaseConflict, LeaseLost
 from .local import UnsafeKeyError
 from .mirror import DEFAULT_CACHE_ROOT, Mirror, active
@@ -25,6 +26,7 @@ from .store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreEr
 __all__ = [
     "Backend",
     "DeleteRefused",
+    "IntegrityError",
     "LeaseConflict",
     "LeaseLost",
     "Mirror",

@@ -77,6 +77,20 @@ def widen_pool(session: Any, size: int) -> None:
     session.mount("https://", adapter)
 
 
+def network_error(exc: BaseException) -> bool:
+    """True for an error of the HTTP stack (requests, urllib3, http.client, sockets): these
+    subclass `OSError` but are the service's failures, mapped like the SDK's own errors,
+    unlike a local disk error, which passes through unchanged."""
+    import http.client
+
+    import requests
+    import urllib3
+
+    return isinstance(
+        exc, (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError)
+    )
+
+
 def run_all(fn: Callable[[str], None], keys: list[str], workers: int) -> None:
     """Call ``fn`` on every key on up to ``workers`` threads; raise the first failure after all ran."""
     if len(keys) <= 1 or workers <= 1:

@@ -17,7 +17,10 @@ container); ``region`` is unused. Profile options:
 * ``sas_token``: a shared access signature;
 * ``credential``: any credential object azure-storage-blob accepts
   (for example an ``azure.identity`` credential);
-* ``page_size``: blobs per list request (default 5000, the service's maximum).
+* ``page_size``: blobs per list request (default 5000, the service's maximum);
+* ``timeout``: seconds one request may wait for the server (default 120);
+* ``max_attempts``: tries per request, first one included (default 7);
+* ``retry_backoff``: seconds before the first retry, doubling for each next one (default 1).
 
 An account URL without ``account_key``, ``sas_token`` or ``credential`` is
 used with ``azure.identity.DefaultAzureCredential`` (environment, workload or
@@ -29,8 +32,12 @@ Put Blob up to 64 MiB and staged blocks committed in one Put Block List above,
 so no partial blob is ever visible; downloads of large blobs fetch ranges in
 parallel pinned to the first response's ETag; deletes go in batches of 256
 (an account without batch support, such as one with a hierarchical
-namespace, falls back to concurrent single deletes). Transient errors are
-retried with exponential back-off (about a minute in all).
+namespace, falls back to concurrent single deletes). Transient errors (5xx,
+``ServerBusy``, resets, timeouts) are retried by the SDK's retry policy
+with exponential back-off (1, 2, 4 ... 32 s: about a minute in all). Integrity: every upload
+request carries the Content-MD5 of its bytes, which the service checks; a
+download is compared with the blob's Content-MD5. A mismatch either way is
+retried whole, then reported as `pos3.integrity.IntegrityError`.
 
 Listings come out in UTF-8 byte order, as the sync engine prefers: the
 service documents only "alphabetical order", and Azurite sorts by UTF-16 code
@@ -44,16 +51,18 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pos3.hookspecs import StoreSpec, hookimpl
+from pos3.integrity import IntegrityError, check_md5, retried
 from pos3.local import md5_digest
 from pos3.store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError, batches
 
-from ._common import MiB, b64_to_hex, checked_options, run_all, undeleted, utf8_order, widen_pool
+from ._common import MiB, b64_to_hex, checked_options, network_error, run_all, undeleted, utf8_order, widen_pool
 
 if TYPE_CHECKING:
     from pos3.profiles import Profile
@@ -64,7 +73,23 @@ LIST_PAGE = 5000
 BATCH = 256
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
-OPTIONS = {"connection_string", "account_name", "account_key", "sas_token", "credential", "page_size"}
+OPTIONS = {
+    "connection_string",
+    "account_name",
+    "account_key",
+    "sas_token",
+    "credential",
+    "page_size",
+    "timeout",
+    "max_attempts",
+    "retry_backoff",
+}
+TIMEOUT = 120.0
+MAX_ATTEMPTS = 7
+RETRY_BACKOFF = 1.0
+#: Error codes of an upload whose bytes did not match the Content-MD5 sent with them
+#: (``InvalidOperation`` is Azurite's code for it).
+INTEGRITY_CODES = frozenset({"Md5Mismatch", "Crc64Mismatch", "InvalidOperation"})
 CREDENTIAL_OPTIONS = ("connection_string", "account_key", "sas_token", "credential")
 
 
@@ -87,23 +112,33 @@ def _status(exc: Exception) -> int | None:
     return status
 
 
+def _code(exc: Exception) -> str:
+    """The service's error code (``x-ms-error-code``), whether the SDK gives a str or a `StorageErrorCode`."""
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
 def _map_error(exc: Exception, what: str) -> Exception:
     """Translate an azure-core error into FileNotFoundError / PermissionError / StoreError."""
     from azure.core.exceptions import ClientAuthenticationError
 
-    code = str(getattr(exc, "error_code", None) or "")
+    if isinstance(exc, (FileNotFoundError, PermissionError, StoreError)):
+        return exc
+    code = _code(exc)
     status = _status(exc)
     reason = code or type(exc).__name__
     if status == 404 or code.endswith("NotFound"):
         return FileNotFoundError(f"{what}: not found ({reason})")
     if status in (401, 403) or isinstance(exc, ClientAuthenticationError):
         return PermissionError(f"{what}: access denied ({reason})")
+    if status == 400 and code in INTEGRITY_CODES:
+        return IntegrityError(f"{what}: the service received bytes that do not match their Content-MD5 ({code})")
     message = str(exc).splitlines()[0] if str(exc) else ""
     return StoreError(f"{what}: {reason}: {message}")
 
 
 def _container_missing(exc: Exception) -> bool:
-    return "ContainerNotFound" in str(getattr(exc, "error_code", None) or "")
+    return _code(exc) == "ContainerNotFound"
 
 
 def _etag(value: str | None) -> str | None:
@@ -131,16 +166,27 @@ class AzureBackend(Backend):
 
         opts = checked_options(profile, OPTIONS, "Azure")
         self.page_size = int(opts.pop("page_size", LIST_PAGE))
+        timeout = float(opts.pop("timeout", TIMEOUT))
+        attempts = int(opts.pop("max_attempts", MAX_ATTEMPTS))
+        backoff = float(opts.pop("retry_backoff", RETRY_BACKOFF))
+        if timeout <= 0 or attempts < 1 or backoff < 0:
+            raise ValueError("Azure profile options timeout, max_attempts and retry_backoff must be positive")
         self.max_workers = max_workers
         self.batch_ok = True
         self._batch_lock = threading.Lock()
         self.session = requests.Session()
         widen_pool(self.session, max(10, 2 * max_workers))
         config: dict[str, Any] = {
-            "transport": RequestsTransport(session=self.session, session_owner=False),
-            "retry_policy": blob.ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=6),
-            "connection_timeout": 20,
-            "read_timeout": 120,
+            # Timeouts go to the transport itself: a given transport ignores the client's.
+            "transport": RequestsTransport(
+                session=self.session,
+                session_owner=False,
+                connection_timeout=min(20, timeout),
+                read_timeout=timeout,
+            ),
+            "retry_policy": _retry_policy(blob, attempts, backoff),
+            "connection_timeout": min(20, timeout),
+            "read_timeout": timeout,
             "max_block_size": 8 * MiB,
             "max_chunk_get_size": 8 * MiB,
         }
@@ -152,6 +198,18 @@ class AzureBackend(Backend):
     def close(self) -> None:
         self.client.close()
         self.session.close()
+
+
+def _retry_policy(blob: Any, attempts: int, first: float) -> Any:
+    """The storage SDK's retry policy (which retries 5xx, ``ServerBusy``, timeouts and broken
+    connections), waiting ``first`` seconds before the first retry and doubling, ±25%."""
+
+    class DoublingRetry(blob.ExponentialRetry):  # type: ignore[name-defined,misc]
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            wait = min(60.0, first * 2 ** settings["count"])
+            return random.uniform(0.75 * wait, 1.25 * wait)
+
+    return DoublingRetry(retry_total=attempts - 1)
 
 
 def _service_client(blob: Any, profile: Profile, opts: dict[str, Any], config: dict[str, Any]) -> Any:
@@ -264,19 +322,34 @@ class AzureStore(ObjectStore):
         return _meta(key, props)
 
     def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
+        """Download, then compare with the blob's Content-MD5 (when it has one); retried whole on a mismatch."""
+        return retried(lambda: self._get(key, dest), f"Downloading {self._url(key)}")
+
+    def _get(self, key: str, dest: Path) -> ObjectMeta:
+        what = f"Downloading {self._url(key)}"
         try:
             with open(dest, "wb") as f:
                 stream = self.container.get_blob_client(key).download_blob(max_concurrency=self._concurrency)
                 stream.readinto(f)
-        except OSError:
-            raise
+        except OSError as exc:
+            if not network_error(exc):
+                raise  # a local disk error
+            raise _map_error(exc, what) from exc
         except Exception as exc:
-            raise _map_error(exc, f"Downloading {self._url(key)}") from exc
-        return _meta(key, stream.properties)
+            raise _map_error(exc, what) from exc
+        meta = _meta(key, stream.properties)
+        if meta.md5 is not None:
+            check_md5(dest, meta.md5, what)
+        return meta
 
     def put(self, key: str, src: Path) -> ObjectMeta:
+        """Upload with a Content-MD5 on every request (checked by the service); retried whole on a mismatch."""
+        return retried(lambda: self._put(key, src), f"Uploading {self._url(key)}")
+
+    def _put(self, key: str, src: Path) -> ObjectMeta:
         from azure.storage.blob import ContentSettings
 
+        what = f"Uploading {self._url(key)}"
         try:
             size = os.stat(src).st_size
             settings = ContentSettings(content_type="application/octet-stream", content_md5=md5_digest(src))
@@ -289,10 +362,12 @@ class AzureStore(ObjectStore):
                     validate_content=True,
                     max_concurrency=self._concurrency,
                 )
-        except OSError:
-            raise
+        except OSError as exc:
+            if not network_error(exc):
+                raise  # a local disk error
+            raise _map_error(exc, what) from exc
         except Exception as exc:
-            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+            raise _map_error(exc, what) from exc
         modified = r.get("last_modified")
         mtime = modified.timestamp() if modified is not None else None
         return ObjectMeta(key, size, _etag(r.get("etag")), mtime, settings.content_md5.hex())
@@ -333,8 +408,22 @@ class AzureStore(ObjectStore):
         return max(1, min(8, self.backend.max_workers))
 
     def delete(self, keys: Iterable[str]) -> None:
-        for batch in batches(keys, BATCH):
+        """Delete in batches; a missing container raises `FileNotFoundError` (a missing key does not)."""
+        for n, batch in enumerate(batches(keys, BATCH)):
+            if n == 0:
+                self._check_container()  # sub-requests would take its 404 for "already gone"
             self._delete_batch(batch)
+
+    def _check_container(self) -> None:
+        """Raise `FileNotFoundError` if the container does not exist: a one-blob listing answers
+        404 then (and needs only the list permission a sync needs anyway)."""
+        try:
+            next(iter(self.container.list_blobs(results_per_page=1).by_page()), None)
+        except Exception as exc:
+            err = _map_error(exc, f"Reading az://{self.name}")
+            if isinstance(err, FileNotFoundError):
+                raise FileNotFoundError(f"No such container: az://{self.name}") from exc
+            raise err from exc
 
     def _delete_batch(self, keys: list[str]) -> None:
         left = self._try_batch(keys) if self.backend.batch_ok and len(keys) > 1 else keys

@@ -13,20 +13,30 @@ Profile options:
 * ``project``: the project id (billing and defaults; not needed for objects);
 * ``credentials_file``: a service-account or other credentials JSON file,
   used instead of Application Default Credentials;
-* ``page_size``: objects per list request (default 1000, the service's maximum).
+* ``page_size``: objects per list request (default 1000, the service's maximum);
+* ``timeout``: seconds one request may wait for the server (default 60);
+* ``retry_deadline``: seconds within which a failing request is retried (default 120).
 
 Guarantees beyond `pos3.store.ObjectStore`: ``version`` is the object's
 generation and ``md5`` its ``md5Hash`` (absent for composite objects);
-uploads are single requests up to 8 MiB and resumable uploads above, both
-checked against the file's MD5, so no partial object is ever visible;
-transient errors are retried with the SDK's ``DEFAULT_RETRY`` (uploads
-included). Deletes go in JSON batch requests of 100; a service without batch
+uploads are single requests up to 8 MiB and resumable uploads above, so no
+partial object is ever visible. Integrity: a download is checked by the SDK
+against the object's ``x-goog-hash`` (CRC32C, else MD5) and raises on a
+mismatch; an upload sends the file's MD5 for the service to check, and the
+MD5 the service reports for the stored object is compared with the file's
+(an emulator may not check): a mismatching object is deleted (if still that
+generation). Either mismatch is retried whole (`pos3.integrity.retried`),
+then reported as `pos3.integrity.IntegrityError`. Transient errors (5xx,
+429, resets, timeouts) are retried with the SDK's ``DEFAULT_RETRY`` with
+backoff; uploads are given it explicitly (the SDK retries uploads only with
+a precondition by default). Deletes go in JSON batch requests of 100; a service without batch
 support (fake-gcs-server) is detected on first use and served by concurrent
 single deletes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 from collections.abc import Iterable, Iterator
@@ -34,9 +44,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pos3.hookspecs import StoreSpec, hookimpl
+from pos3.integrity import IntegrityError, md5_hex, retried
 from pos3.store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError, batches
 
-from ._common import b64_to_hex, checked_options, run_all, undeleted, widen_pool
+from ._common import b64_to_hex, checked_options, network_error, run_all, undeleted, widen_pool
 
 if TYPE_CHECKING:
     from pos3.profiles import Profile
@@ -47,7 +58,9 @@ LIST_PAGE = 1000
 #: The JSON API accepts at most this many calls in one batch request.
 BATCH = 100
 LIST_FIELDS = "items(name,size,generation,md5Hash,updated),nextPageToken"
-OPTIONS = {"project", "credentials_file", "page_size"}
+OPTIONS = {"project", "credentials_file", "page_size", "timeout", "retry_deadline"}
+TIMEOUT = 60.0
+RETRY_DEADLINE = 120.0
 
 
 @hookimpl
@@ -65,9 +78,14 @@ def _sdk() -> Any:
 def _map_error(exc: Exception, what: str) -> Exception:
     """Translate a google-cloud-storage error into FileNotFoundError / PermissionError / StoreError."""
     from google.auth.exceptions import DefaultCredentialsError, RefreshError
+    from google.resumable_media.common import DataCorruption
 
+    if isinstance(exc, (FileNotFoundError, PermissionError, StoreError)):
+        return exc
     if isinstance(exc, (DefaultCredentialsError, RefreshError)):
         return PermissionError(f"{what}: no usable Google credentials ({exc})")
+    if isinstance(exc, DataCorruption):
+        return IntegrityError(f"{what}: the bytes received do not match the object's checksum")
     status = getattr(exc, "code", None)
     if not isinstance(status, int):
         status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -77,11 +95,6 @@ def _map_error(exc: Exception, what: str) -> Exception:
     if status in (401, 403):
         return PermissionError(f"{what}: access denied ({message})")
     return StoreError(f"{what}: {type(exc).__name__}: {message}")
-
-
-def _bucket_missing(exc: Exception) -> bool:
-    """True when a 404 names the bucket rather than the object (real GCS says so; emulators may not)."""
-    return "bucket does not exist" in str(exc).lower()
 
 
 def _meta(blob: Any, key: str | None = None) -> ObjectMeta:
@@ -102,6 +115,8 @@ class GCSBackend(Backend):
         storage = _sdk()
         opts = checked_options(profile, OPTIONS, "GCS")
         self.page_size = int(opts.get("page_size", LIST_PAGE))
+        self.timeout = float(opts.get("timeout", TIMEOUT))
+        self.retry_deadline = float(opts.get("retry_deadline", RETRY_DEADLINE))
         self.max_workers = max_workers
         self.batch_ok = True  # cleared when the service turns out not to support batch requests
         self._batch_lock = threading.Lock()
@@ -151,7 +166,10 @@ class GCSStore(ObjectStore):
         self.backend = backend
         self.client = backend.client
         self.bucket = backend.client.bucket(bucket)
-        self.retry = DEFAULT_RETRY
+        deadline = backend.retry_deadline
+        # The SDK's backoff (1 s, doubling), started shorter when the deadline is short.
+        self.retry = DEFAULT_RETRY.with_timeout(deadline).with_delay(initial=min(1.0, deadline / 10))
+        self.timeout = backend.timeout
 
     def _url(self, key: str) -> str:
         return f"gs://{self.bucket.name}/{key}"
@@ -168,7 +186,13 @@ class GCSStore(ObjectStore):
             full = False
             try:
                 it = self.client.list_blobs(
-                    self.bucket, prefix=prefix or None, page_size=size, start_offset=start, fields=LIST_FIELDS
+                    self.bucket,
+                    prefix=prefix or None,
+                    page_size=size,
+                    start_offset=start,
+                    fields=LIST_FIELDS,
+                    timeout=self.timeout,
+                    retry=self.retry,
                 )
                 for page in it.pages:
                     n = 0
@@ -188,13 +212,26 @@ class GCSStore(ObjectStore):
     def head(self, key: str) -> ObjectMeta | None:
         blob = self.bucket.blob(key)
         try:
-            blob.reload(retry=self.retry)
+            blob.reload(retry=self.retry, timeout=self.timeout)
         except Exception as exc:
             err = _map_error(exc, f"Reading {self._url(key)}")
-            if isinstance(err, FileNotFoundError) and not _bucket_missing(exc):
-                return None  # a missing key is an answer; a missing bucket is an error
+            if isinstance(err, FileNotFoundError):
+                self._check_bucket()  # a missing key is an answer; a missing bucket is an error
+                return None
             raise err from exc
         return _meta(blob, key)
+
+    def _check_bucket(self) -> None:
+        """Raise `FileNotFoundError` if the bucket does not exist: a one-object listing answers
+        404 then (and needs only the object-listing permission a sync needs anyway)."""
+        try:
+            it = self.client.list_blobs(self.bucket, max_results=1, retry=self.retry, timeout=self.timeout)
+            next(iter(it), None)
+        except Exception as exc:
+            err = _map_error(exc, f"Reading gs://{self.bucket.name}")
+            if isinstance(err, FileNotFoundError):
+                raise FileNotFoundError(f"No such bucket: gs://{self.bucket.name}") from exc
+            raise err from exc
 
     # -- transfers ------------------------------------------------------------
 
@@ -202,29 +239,60 @@ class GCSStore(ObjectStore):
         """Stream the object to ``dest`` as stored (no transcoding), checked against its hash.
 
         A retry resumes from the bytes received, pinned to the first
-        response's generation; ``mtime`` is not reported.
+        response's generation; a checksum mismatch is retried whole.
+        ``mtime`` is not reported.
         """
+        return retried(lambda: self._get(key, dest), f"Downloading {self._url(key)}")
+
+    def _get(self, key: str, dest: Path) -> ObjectMeta:
         blob = self.bucket.blob(key)
+        what = f"Downloading {self._url(key)}"
         try:
             with open(dest, "wb") as f:
-                blob.download_to_file(f, raw_download=True, retry=self.retry)
+                blob.download_to_file(f, raw_download=True, retry=self.retry, timeout=self.timeout, checksum="auto")
                 size = f.tell()
-        except OSError:
-            raise
+        except OSError as exc:
+            if not network_error(exc):
+                raise  # a local disk error
+            raise _map_error(exc, what) from exc
         except Exception as exc:
-            raise _map_error(exc, f"Downloading {self._url(key)}") from exc
+            raise _map_error(exc, what) from exc
         gen = blob.generation
         return ObjectMeta(key, size, str(gen) if gen is not None else None, None, b64_to_hex(blob.md5_hash))
 
     def put(self, key: str, src: Path) -> ObjectMeta:
+        """Upload, then compare the MD5 the service reports with the file's; retried whole on a mismatch."""
+        return retried(lambda: self._put(key, src), f"Uploading {self._url(key)}")
+
+    def _put(self, key: str, src: Path) -> ObjectMeta:
         blob = self.bucket.blob(key)
+        what = f"Uploading {self._url(key)}"
+        md5 = md5_hex(src)
         try:
-            blob.upload_from_filename(str(src), checksum="md5", retry=self.retry)
-        except OSError:
-            raise
+            blob.upload_from_filename(str(src), checksum="md5", retry=self.retry, timeout=self.timeout)
         except Exception as exc:
-            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
-        return _meta(blob, key)
+            if isinstance(exc, OSError) and not network_error(exc):
+                raise  # a local disk error
+            err = _map_error(exc, what)
+            if isinstance(err, IntegrityError):  # the SDK saw the stored MD5 differ
+                self._discard(key, md5)
+            raise err from exc
+        meta = _meta(blob, key)
+        if meta.md5 is not None and meta.md5 != md5:
+            self._discard(key, md5)
+            raise IntegrityError(f"{what}: the stored object's MD5 {meta.md5} does not match the file (removed)")
+        return meta
+
+    def _discard(self, key: str, md5: str) -> None:
+        """Delete the object at ``key`` if its MD5 is not ``md5`` (a bad upload), only if
+        that generation is still the live one."""
+        from google.api_core.exceptions import GoogleAPICallError
+
+        blob = self.bucket.blob(key)
+        with contextlib.suppress(GoogleAPICallError):  # gone, or rewritten meanwhile: not ours to remove
+            blob.reload(retry=self.retry, timeout=self.timeout)
+            if b64_to_hex(blob.md5_hash) != md5:
+                blob.delete(if_generation_match=blob.generation, retry=self.retry, timeout=self.timeout)
 
     conditional_put = True
 
@@ -248,7 +316,10 @@ class GCSStore(ObjectStore):
     # -- deletes --------------------------------------------------------------
 
     def delete(self, keys: Iterable[str]) -> None:
-        for batch in batches(keys, BATCH):
+        """Delete in batches; a missing bucket raises `FileNotFoundError` (a missing key does not)."""
+        for n, batch in enumerate(batches(keys, BATCH)):
+            if n == 0:
+                self._check_bucket()  # single deletes would take its 404 for "already gone"
             self._delete_batch(batch)
 
     def _delete_batch(self, keys: list[str]) -> None:
@@ -275,7 +346,7 @@ class GCSStore(ObjectStore):
         from google.api_core.exceptions import NotFound
 
         try:
-            self.bucket.delete_blob(key, retry=self.retry)
+            self.bucket.delete_blob(key, retry=self.retry, timeout=self.timeout)
         except NotFound:
             return  # already gone (or deleted by an earlier attempt of a retry)
         except Exception as exc:

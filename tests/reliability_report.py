@@ -94,7 +94,8 @@ def _table(rows: dict) -> list[str]:
 
 
 def _whole_suite(config: pytest.Config) -> bool:
-    if config.option.keyword or config.option.markexpr or config.option.lf or config.option.maxfail:
+    opts = config.option
+    if opts.keyword or opts.markexpr or getattr(opts, "lf", False) or opts.maxfail:
         return False
     root = Path(str(config.rootpath))
     named = {(root / a).resolve() for a in config.args}

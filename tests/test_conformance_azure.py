@@ -10,16 +10,27 @@ import pytest
 
 from pos3 import Backend, Profile
 from pos3.plugins import store_spec
-from pos3.testing.conformance import AccessControlConformance, StoreConformance, Target, unique_prefix
+from pos3.testing.conformance import (
+    AccessControlConformance,
+    NetworkFaultConformance,
+    StoreConformance,
+    Target,
+    unique_prefix,
+)
 from pos3.testing.emulators import AzureServer
+from pos3.testing.faultproxy import FaultProxy
 
 pytest_plugins = ["emulator_fixtures"]
 
 PAGE = 50
 
 
-def _profile(server: AzureServer, name: str, key: str) -> Profile:
-    return Profile(local_name=name, endpoint=server.endpoint, options={"account_key": key, "page_size": PAGE})
+def _profile(server: AzureServer, name: str, key: str, endpoint: str | None = None, **options: object) -> Profile:
+    return Profile(
+        local_name=name,
+        endpoint=endpoint or server.endpoint,
+        options={"account_key": key, "page_size": PAGE, **options},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +39,26 @@ def az_conformance_profile(azure_server: AzureServer) -> Profile:
 
 
 @pytest.fixture(scope="module")
-def az_backends(azure_server: AzureServer, az_conformance_profile: Profile) -> Iterator[tuple[Backend, Backend]]:
-    """A backend with the account's key, and one whose key is wrong."""
+def az_backends(
+    azure_server: AzureServer, az_conformance_profile: Profile
+) -> Iterator[tuple[Backend, Backend, Backend, FaultProxy]]:
+    """A backend with the account's key, one whose key is wrong, and one behind a fault proxy."""
     good = store_spec("az").connect(az_conformance_profile, 8)
     wrong_key = base64.b64encode(b"not the account key").decode()
     denied = store_spec("az").connect(_profile(azure_server, "az-denied", wrong_key), 8)
-    yield good, denied
+    origin, account = azure_server.endpoint.rsplit("/", 1)
+    with FaultProxy(origin, flavour="azure") as proxy:
+        faulty = _profile(
+            azure_server,
+            "az-proxied",
+            azure_server.account_key,
+            f"{proxy.endpoint}/{account}",
+            max_attempts=2,
+            timeout=5,
+        )
+        proxied = store_spec("az").connect(faulty, 8)
+        yield good, denied, proxied, proxy
+        proxied.close()
     good.close()
     denied.close()
 
@@ -44,12 +69,12 @@ def az_conformance_container(az_backends) -> str:
     return az_backends[0].client.create_container(f"conformance-{secrets.token_hex(4)}").container_name
 
 
-class TestAzureConformance(StoreConformance, AccessControlConformance):
+class TestAzureConformance(StoreConformance, AccessControlConformance, NetworkFaultConformance):
     @pytest.fixture
     def conformance_target(
         self, az_backends, az_conformance_profile: Profile, az_conformance_container: str, clean_cloud_env: None
     ) -> Target:
-        good, denied = az_backends
+        good, denied, proxied, proxy = az_backends
         prefix = unique_prefix()
         return Target(
             url=f"az://{az_conformance_container}/{prefix}",
@@ -59,4 +84,6 @@ class TestAzureConformance(StoreConformance, AccessControlConformance):
             profile=az_conformance_profile,
             denied_store=denied.store(az_conformance_container),
             page_size=PAGE,
+            proxy=proxy,
+            proxied_store=proxied.store(az_conformance_container),
         )

@@ -10,19 +10,27 @@ import pytest
 
 from pos3 import Backend, Profile
 from pos3.plugins import store_spec
-from pos3.testing.conformance import AccessControlConformance, StoreConformance, Target, unique_prefix
+from pos3.testing.conformance import (
+    AccessControlConformance,
+    NetworkFaultConformance,
+    StoreConformance,
+    Target,
+    unique_prefix,
+)
+from pos3.testing.faultproxy import FaultProxy
 from pos3.testing.servers import S3Server
 
 
-def _profile(server: S3Server, name: str, secret: str, transfer_client: str) -> Profile:
+def _profile(server: S3Server, name: str, secret: str, transfer_client: str, **options: object) -> Profile:
     return Profile(
         local_name=name,
-        endpoint=server.endpoint,
+        endpoint=options.pop("endpoint", server.endpoint),  # type: ignore[arg-type]
         region="us-east-1",
         options={
             "access_key_id": server.access_key,
             "secret_access_key": secret,
             "transfer_client": transfer_client,
+            **options,
         },
     )
 
@@ -39,11 +47,26 @@ def s3_profile(s3_server: S3Server, transfer_client: str) -> Profile:
 
 
 @pytest.fixture(scope="module")
-def s3_backends(s3_server: S3Server, s3_profile: Profile, transfer_client: str) -> Iterator[tuple[Backend, Backend]]:
-    """A backend with the server's credentials, and one whose secret is wrong."""
+def s3_backends(
+    s3_server: S3Server, s3_profile: Profile, transfer_client: str
+) -> Iterator[tuple[Backend, Backend, Backend, FaultProxy]]:
+    """A backend with the server's credentials, one whose secret is wrong, and one reaching
+    the server through a fault proxy (with one retry and short timeouts)."""
     good = store_spec("s3").connect(s3_profile, 8)
     denied = store_spec("s3").connect(_profile(s3_server, "denied", "not-the-secret", transfer_client), 8)
-    yield good, denied
+    with FaultProxy(s3_server.endpoint, flavour="s3", seed=1) as proxy:
+        faulty = _profile(
+            s3_server,
+            "proxied",
+            s3_server.secret_key,
+            transfer_client,
+            endpoint=proxy.endpoint,
+            max_attempts=2,
+            timeout=5,
+        )
+        proxied = store_spec("s3").connect(faulty, 8)
+        yield good, denied, proxied, proxy
+        proxied.close()
     good.close()
     denied.close()
 
@@ -62,10 +85,10 @@ def conformance_bucket(s3_server: S3Server) -> str:
     return name
 
 
-class TestS3Conformance(StoreConformance, AccessControlConformance):
+class TestS3Conformance(StoreConformance, AccessControlConformance, NetworkFaultConformance):
     @pytest.fixture
     def conformance_target(self, s3_backends, s3_profile: Profile, conformance_bucket: str) -> Target:
-        good, denied = s3_backends
+        good, denied, proxied, proxy = s3_backends
         prefix = unique_prefix()
         return Target(
             url=f"s3://{conformance_bucket}/{prefix}",
@@ -75,4 +98,7 @@ class TestS3Conformance(StoreConformance, AccessControlConformance):
             profile=s3_profile,
             denied_store=denied.store(conformance_bucket),
             sorted_listing=False,  # SeaweedFS 4.48 lists "a/b" before "a-b" (see test_scale.py)
+            put_creates_bucket=True,  # SeaweedFS 4.48 creates a missing bucket on PUT
+            proxy=proxy,
+            proxied_store=proxied.store(conformance_bucket),
         )

@@ -9,11 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import boto3
-import pytest
+import moto  # a test extra: `pip install -e '.[test]'` installs it
 
 import pos3
-
-moto = pytest.importorskip("moto")  # a test extra: `pip install -e '.[test]'` installs it
 
 
 def test_download_upload_sync_and_ls_under_mock_aws(tmp_path: Path) -> None:

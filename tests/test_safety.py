@@ -22,6 +22,8 @@ from pos3.state import StateDB
 from pos3.store import ObjectMeta, ObjectStore
 from pos3.sync import Root
 from pos3.urls import parse
+from pos3.wrappers import WrappedStore
+from pos3.wrappers.faults import FaultyStore, fail_keys
 
 
 class HostileStore(ObjectStore):
@@ -143,37 +145,13 @@ def test_deletes_wait_for_every_copy(s3, bucket, cache, tmp_path):
     assert (local / "ok").read_bytes() == b"ok"  # the copies that could succeed did
 
 
-class FailingPuts(ObjectStore):
-    """Wraps a real store; refuses puts of chosen keys (fault injection, everything else is real)."""
-
-    def __init__(self, inner: ObjectStore, fail: set[str]) -> None:
-        self.inner, self.fail = inner, fail
-
-    def list(self, prefix):
-        return self.inner.list(prefix)
-
-    def head(self, key):
-        return self.inner.head(key)
-
-    def get(self, key, dest, size=None):
-        return self.inner.get(key, dest, size)
-
-    def put(self, key, src):
-        if key in self.fail:
-            raise ConnectionResetError(f"injected failure for {key}")
-        return self.inner.put(key, src)
-
-    def delete(self, keys):
-        return self.inner.delete(keys)
-
-
 def test_upload_failure_reports_every_path_and_deletes_nothing(s3, bucket, cache, tmp_path):
     put(s3, bucket, {"u/stale": b"old"})
     local = tmp_path / "u"
     write(local, {"a": b"1", "b": b"2", "c": b"3"})
     with pos3.mirror(cache_root=cache, show_progress=False) as m:
         url = parse(f"s3://{bucket}/u")
-        store = FailingPuts(m.store(url, pos3.Profile()), {"u/a", "u/c"})
+        store = FaultyStore(m.store(url, pos3.Profile()), put=fail_keys({"u/a", "u/c"}))
         root = Root(url, store, local, False, Excluder(None), StateDB(tmp_path / "s.sqlite"))
         with pytest.raises(SyncError) as info:
             root.sync(Direction.UP, delete=True, max_workers=4, show_progress=False)
@@ -183,12 +161,15 @@ def test_upload_failure_reports_every_path_and_deletes_nothing(s3, bucket, cache
     assert remote_tree(s3, bucket, "u/") == {"stale": b"old", "b": b"2"}
 
 
-class WriterDuringPut(FailingPuts):
+class WriterDuringPut(WrappedStore):
     """Simulates the job rewriting a checkpoint while its first upload is in flight."""
 
     def __init__(self, inner: ObjectStore, local: Path) -> None:
-        super().__init__(inner, set())
+        super().__init__(inner)
         self.local, self.calls = local, 0
+
+    def start_put(self, key, src):
+        return None  # through `put` below
 
     def put(self, key, src):
         meta = self.inner.put(key, src)

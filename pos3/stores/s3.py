@@ -26,6 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..hookspecs import StoreSpec, hookimpl
+from ..integrity import (
+    IntegrityError,
+    TransferInterrupted,
+    check_md5,
+    multipart_etag,
+    retried,
+    retried_async,
+    then_on,
+)
 from ..store import PACE_CHUNK, Backend, ObjectMeta, ObjectStore, Pace, PreconditionFailed, StoreError, batches
 from .s3_crt import EmptyObject, ListPage, md5_from_etag
 
@@ -37,11 +46,23 @@ MiB = 1024 * 1024
 #: Objects up to this size move in one request; larger ones in parallel parts.
 MULTIPART_THRESHOLD = 64 * MiB
 DEFAULT_PART_SIZE = 8 * MiB
+#: Attempts per request (boto3's standard retry mode and the CRT's retry strategy), and the
+#: seconds a connection may stay silent before the request is abandoned and retried.
+MAX_ATTEMPTS = 8
+TIMEOUT = 120.0
 MAX_PARTS = 10_000
 #: Large downloads fetch ranges of at least this size in parallel, streaming each to its offset.
 RANGE_PART = 32 * MiB
 #: S3 returns at most this many keys a page; a "last" page this full is re-checked.
 LIST_PAGE = 1000
+#: Error codes saying the bytes the server received do not match the checksum sent with them.
+INTEGRITY_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"})
+#: Error codes of a missing bucket / of a missing object.
+MISSING_BUCKET = "NoSuchBucket"
+NOT_FOUND_CODES = frozenset({"NoSuchBucket", "NoSuchKey", "NoSuchUpload", "404", "NotFound"})
+DENIED_CODES = frozenset(
+    {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+)
 
 
 @hookimpl
@@ -49,20 +70,36 @@ def pos3_register_stores(register) -> None:
     register(StoreSpec(scheme="s3", connect=S3Backend))
 
 
-def _map_error(exc: Exception, what: str) -> Exception:
-    """Translate a botocore error into FileNotFoundError / PermissionError / StoreError."""
-    from botocore.exceptions import ClientError, NoCredentialsError
+def _code(exc: Exception) -> str:
+    """The S3 error code of a botocore `ClientError` ("" for anything else)."""
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
+
+def _map_error(exc: Exception, what: str) -> Exception:
+    """Translate a botocore error into FileNotFoundError / PermissionError / IntegrityError /
+    TransferInterrupted / StoreError, by error type and code (never by message); pos3's
+    own errors and local disk errors are returned unchanged."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    if isinstance(exc, (FileNotFoundError, PermissionError, StoreError)):
+        return exc
+    if isinstance(exc, OSError) and not isinstance(exc, (BotoCoreError, ConnectionError)):
+        return exc  # a local disk error passes through unchanged
     if isinstance(exc, NoCredentialsError):
         return PermissionError(f"{what}: no AWS credentials found (set AWS_PROFILE or keys, or use a public profile)")
     if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = _code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("NoSuchBucket", "NoSuchKey", "404", "NotFound") or status == 404:
+        if code in NOT_FOUND_CODES or status == 404:
             return FileNotFoundError(f"{what}: not found ({code})")
-        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
+        if code in DENIED_CODES or status == 403:
             return PermissionError(f"{what}: access denied ({code})")
+        if code in INTEGRITY_CODES:
+            return IntegrityError(f"{what}: the server received bytes that do not match their checksum ({code})")
         return StoreError(f"{what}: {code or status}: {exc.response.get('Error', {}).get('Message', '')}")
+    if _broken_body(exc):
+        return TransferInterrupted(f"{what}: connection broken mid-body ({type(exc).__name__})")
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")
 
 
@@ -81,6 +118,13 @@ def _isolated_session(public: bool) -> Any:
     session = botocore.session.Session(session_vars=blank)
     session.register_component("credential_provider", CredentialResolver([] if public else [EnvProvider()]))
     return session
+
+
+def _broken_body(exc: Exception) -> bool:
+    """A body read that failed after botocore's retries (which cover only the request, not the stream)."""
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+    return isinstance(exc, (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, ConnectionError))
 
 
 class S3Backend(Backend):
@@ -113,13 +157,17 @@ class S3Backend(Backend):
                 "access_key and secret_key (or a credentials_file), public=True or aws_profile, "
                 "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
             )
+        self.max_attempts = int(opts.pop("max_attempts", MAX_ATTEMPTS))
+        self.timeout = float(opts.pop("timeout", TIMEOUT))
+        if self.max_attempts < 1 or self.timeout <= 0:
+            raise ValueError("S3 profile options max_attempts and timeout must be positive")
         config = Config(
             max_pool_connections=max(10, 2 * max_workers),
-            retries={"mode": "standard", "max_attempts": 8},
+            retries={"mode": "standard", "max_attempts": self.max_attempts},
             s3={"addressing_style": opts.pop("addressing_style", "auto")},
             signature_version=UNSIGNED if profile.public else None,
-            connect_timeout=10,
-            read_timeout=120,
+            connect_timeout=min(10, self.timeout),
+            read_timeout=self.timeout,
             tcp_keepalive=True,
             ignore_configured_endpoint_urls=True if isolated else None,
         )
@@ -136,6 +184,8 @@ class S3Backend(Backend):
             raise ValueError(f"Unknown S3 profile options: {', '.join(sorted(opts))}")
         self.client = session.client("s3", **kwargs)
         self.max_workers = max_workers
+        # Checksums of native downloads are computed here, not on the CRT's event-loop threads.
+        self.verifier = ThreadPoolExecutor(max_workers=max(2, max_workers), thread_name_prefix="pos3-s3-verify")
         self._session, self._public = session, profile.public
         self._crt_wanted = transfer_client == "crt"
         self._crt: CrtTransfers | None = None
@@ -154,7 +204,9 @@ class S3Backend(Backend):
                         raise ImportError("no credentials to sign with")
                     from .s3_crt import CrtTransfers
 
-                    self._crt = CrtTransfers(self.client, credentials, self._public, self.part_size)
+                    self._crt = CrtTransfers(
+                        self.client, credentials, self._public, self.part_size, self.max_attempts, self.timeout
+                    )
                 except ImportError:
                     self._crt_wanted = False  # boto3 does the transfers (and reports missing credentials)
             return self._crt
@@ -164,6 +216,7 @@ class S3Backend(Backend):
 
     def close(self) -> None:
         self.client.close()
+        self.verifier.shutdown(wait=False)
 
 
 def _botocore_intercepted() -> bool:
@@ -218,7 +271,9 @@ class S3Store(ObjectStore):
     def _list_page(self, prefix: str, token: str | None, start_after: str | None) -> ListPage:
         crt = self.backend.crt()
         if crt is not None:
-            return crt.list_page(self.bucket, prefix, token, start_after)
+            return retried(
+                lambda: crt.list_page(self.bucket, prefix, token, start_after), f"Listing {self._url(prefix)}"
+            )
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if token is not None:
             args["ContinuationToken"] = token
@@ -244,13 +299,47 @@ class S3Store(ObjectStore):
         except Exception as exc:
             err = _map_error(exc, f"Reading {self._url(key)}")
             if isinstance(err, FileNotFoundError):
-                # A missing bucket is an error; a missing key is an answer.
-                if "NoSuchBucket" in str(err):
-                    raise err from exc
+                # A missing key is an answer, a missing bucket an error. A HEAD answer has
+                # no body, hence no error code: ask the bucket (raises if it is missing).
+                self._check_bucket()
                 return None
             raise err from exc
         etag = r.get("ETag", "").strip('"') or None
         return ObjectMeta(key, r["ContentLength"], etag, r["LastModified"].timestamp(), md5_from_etag(etag))
+
+    def _check_bucket(self) -> None:
+        """Raise `FileNotFoundError` if the bucket does not exist (or the mapped error of the request)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            err = _map_error(exc, f"Reading s3://{self.bucket}")
+            if isinstance(err, FileNotFoundError):
+                raise FileNotFoundError(f"No such bucket: s3://{self.bucket} ({MISSING_BUCKET})") from exc
+            raise err from exc
+
+    def _verify(self, key: str, dest: Path, meta: ObjectMeta) -> ObjectMeta:
+        """Check a downloaded file against its ETag: the MD5 of a single-part object, or the
+        MD5 of the parts' MD5s of a multipart one (its part size read with one HEAD)."""
+        what = f"Downloading {self._url(key)}"
+        if meta.md5 is not None:
+            check_md5(dest, meta.md5, what)
+        elif meta.version and _multipart(meta.version):
+            part = self._part_size(key, meta.version)
+            if part is not None and multipart_etag(dest, part) != meta.version.lower():
+                raise IntegrityError(f"{what}: content does not match the multipart ETag {meta.version}")
+        return meta
+
+    def _part_size(self, key: str, etag: str) -> int | None:
+        """The size of part 1 of the multipart object ``key`` (still at ``etag``), or None if
+        unknown (a server without ``partNumber`` support, or the object rewritten meanwhile)."""
+        try:
+            r = self.client.head_object(Bucket=self.bucket, Key=key, PartNumber=1, IfMatch=f'"{etag}"')
+        except Exception as exc:
+            err = _map_error(exc, f"Reading {self._url(key)}")
+            if isinstance(err, (FileNotFoundError, PermissionError)) or err is exc:
+                raise err from exc
+            return None
+        return int(r["ContentLength"]) if r.get("PartsCount") else None
 
     def _native(self, size: int | None) -> CrtTransfers | None:
         """The CRT client for an object of this size: single-request sizes only; empty and large
@@ -259,37 +348,49 @@ class S3Store(ObjectStore):
             return None
         return self.backend.crt()
 
+    def _start_native_get(self, crt: CrtTransfers, key: str, dest: Path) -> Future[ObjectMeta]:
+        """One native download, verified on the backend's verifier threads."""
+        started = crt.start_get(self.bucket, key, dest)
+        return then_on(self.backend.verifier, started, lambda meta: self._verify(key, dest, meta))  # type: ignore[arg-type]
+
     def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
         crt = self._native(size)
-        return crt.start_get(self.bucket, key, dest) if crt is not None else None
+        if crt is None:
+            return None
+        return retried_async(lambda: self._start_native_get(crt, key, dest))
 
     def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
         crt = self.backend.crt() if self._up is None else None
         size = os.stat(src).st_size
-        return crt.start_put(self.bucket, key, src, size) if crt is not None and size <= MULTIPART_THRESHOLD else None
+        if crt is None or size > MULTIPART_THRESHOLD:
+            return None
+        return retried_async(lambda: crt.start_put(self.bucket, key, src, size))
 
     def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
+        """Download and verify against the ETag; a mismatch or a cut body is retried whole."""
+        return retried(lambda: self._get_verified(key, dest, size), f"Downloading {self._url(key)}")
+
+    def _get_verified(self, key: str, dest: Path, size: int | None) -> ObjectMeta:
         crt = self._native(size)
         if crt is not None:
             try:
-                return crt.start_get(self.bucket, key, dest).result()
+                return self._start_native_get(crt, key, dest).result()
             except EmptyObject:
                 pass  # emptied since it was listed: one plain GET below
         try:
-            return self._get(key, dest)
-        except (FileNotFoundError, PermissionError, StoreError):
-            raise
-        except OSError:
-            raise
+            return self._verify(key, dest, self._get(key, dest))
         except Exception as exc:
-            raise _map_error(exc, f"Downloading {self._url(key)}") from exc
+            err = _map_error(exc, f"Downloading {self._url(key)}")
+            if err is exc:
+                raise
+            raise err from exc
 
     def _get(self, key: str, dest: Path) -> ObjectMeta:
         part = max(self.backend.part_size, RANGE_PART)
         try:
             r = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{part - 1}")
         except Exception as exc:
-            if "InvalidRange" not in str(exc):  # an empty object has no byte 0
+            if _code(exc) != "InvalidRange":  # an empty object has no byte 0
                 raise
             r = self.client.get_object(Bucket=self.bucket, Key=key)
         etag = r.get("ETag", "").strip('"') or None
@@ -319,12 +420,19 @@ class S3Store(ObjectStore):
                 fut.result()
 
     def put(self, key: str, src: Path) -> ObjectMeta:
+        """Upload with a checksum the server checks (Content-MD5, or per-part checksums);
+        a multipart result is checked against its ETag. A mismatch is retried whole."""
+        return retried(lambda: self._put(key, src), f"Uploading {self._url(key)}")
+
+    def _put(self, key: str, src: Path) -> ObjectMeta:
         size = os.stat(src).st_size
         crt = self.backend.crt() if self._up is None else None
         if crt is not None:
             meta = crt.start_put(self.bucket, key, src, size).result()
             if meta.version is None:  # some servers answer a multipart completion without the header
                 meta = self.head(key) or meta
+            if size > MULTIPART_THRESHOLD:
+                self._check_uploaded(key, src, meta)
             return meta
         try:
             if size <= MULTIPART_THRESHOLD:
@@ -336,10 +444,11 @@ class S3Store(ObjectStore):
                 etag = r["ETag"].strip('"')
             else:
                 etag = self._put_multipart(key, src, size)
-        except (FileNotFoundError, PermissionError, StoreError, OSError):
-            raise
         except Exception as exc:
-            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+            err = _map_error(exc, f"Uploading {self._url(key)}")
+            if err is exc:
+                raise
+            raise err from exc
         return ObjectMeta(key, size, etag, None, md5_from_etag(etag))
 
     def _put_multipart(self, key: str, src: Path, size: int) -> str:
@@ -350,8 +459,14 @@ class S3Store(ObjectStore):
             with open(src, "rb") as f:
                 f.seek((number - 1) * part)
                 data = f.read(part)
+            md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
             r = self.client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=self._body(data)
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=self._body(data),
+                ContentMD5=md5,
             )
             return {"PartNumber": number, "ETag": r["ETag"]}
 
@@ -384,6 +499,20 @@ class S3Store(ObjectStore):
         etag = r["ETag"].strip('"')
         return ObjectMeta(key, len(data), etag, None, md5_from_etag(etag))
 
+    def _check_uploaded(self, key: str, src: Path, meta: ObjectMeta) -> None:
+        """Compare a multipart upload's ETag with the file's; a mismatch deletes the bad
+        object (unless rewritten meanwhile) and raises `IntegrityError`."""
+        if not meta.version or not _multipart(meta.version):
+            return
+        part = self._part_size(key, meta.version)
+        if part is None or multipart_etag(src, part) == meta.version.lower():
+            return
+        with contextlib.suppress(Exception):
+            head = self.head(key)
+            if head is not None and head.version == meta.version:
+                self._delete_batch([key])
+        raise IntegrityError(f"Uploading {self._url(key)}: the stored object does not match the file (removed)")
+
     def delete(self, keys: Iterable[str]) -> None:
         for batch in batches(keys, self.delete_batch_size):
             self._delete_batch(batch)
@@ -410,6 +539,12 @@ def _precondition_failed(exc: Exception) -> bool:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
+
+
+def _multipart(etag: str) -> bool:
+    """An ETag of the form ``<md5 hex>-<parts>``."""
+    digest, dash, parts = etag.partition("-")
+    return bool(dash) and len(digest) == 32 and parts.isdigit()
 
 
 def _copy_stream(body: Any, f: Any, pace: Pace | None = None, chunk: int = PACE_CHUNK) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +24,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 from xml.etree import ElementTree
 
+from ..integrity import IntegrityError, TransferInterrupted
 from ..local import md5_digest
 from ..store import ObjectMeta, StoreError, chain
 
@@ -36,9 +39,11 @@ _PROBE_KEY = "__pos3_probe__"
 class CrtTransfers:
     """GET to a file and PUT from a file for one boto3 client."""
 
-    def __init__(self, client: Any, credentials: Any, public: bool, part_size: int) -> None:
+    def __init__(
+        self, client: Any, credentials: Any, public: bool, part_size: int, max_attempts: int = 8, timeout: float = 120
+    ) -> None:
         from awscrt.auth import AwsCredentials, AwsCredentialsProvider
-        from awscrt.s3 import S3Client, S3RequestTlsMode, create_default_s3_signing_config
+        from awscrt.s3 import S3Client, S3RequestTlsMode, S3RetryConfig, create_default_s3_signing_config
 
         self.client = client
         region = client.meta.region_name or "us-east-1"
@@ -60,9 +65,11 @@ class CrtTransfers:
             multipart_upload_threshold=max(part_size, MULTIPART_THRESHOLD),
             throughput_target_gbps=10.0,
             memory_limit=max(MEMORY_LIMIT, 8 * part_size),
-            connect_timeout_ms=10_000,  # as the boto3 client's connect_timeout
+            connect_timeout_ms=int(min(10, timeout) * 1000),  # as the boto3 client's connect_timeout
+            retry_config=S3RetryConfig(max_retries=max(1, max_attempts - 1)),  # as boto3's max_attempts
         )
         self._bases: dict[str, tuple[str, str]] = {}
+        self._watchdog = _Watchdog(timeout)
 
     def _target(self, bucket: str, key: str) -> tuple[str, str]:
         """(host, path) of ``key``, exactly as the boto3 client addresses it."""
@@ -83,14 +90,26 @@ class CrtTransfers:
         from awscrt.s3 import S3RequestType
 
         got: dict[str, str] = {}
+        watch = _Watch()
+        body_cb = kwargs.pop("on_body", None)
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+            watch.touch()
             got.update((k.lower(), v) for k, v in headers)
+
+        def on_body(chunk: bytes, **kw: Any) -> None:
+            watch.touch()
+            if body_cb is not None:
+                body_cb(chunk, **kw)
 
         method = "PUT" if kind == "PUT_OBJECT" else "GET"
         request = HttpRequest(method, path, HttpHeaders([("Host", host), *headers]))
-        done = self.crt.make_request(type=S3RequestType[kind], request=request, on_headers=on_headers, **kwargs)
-        return _then(done.finished_future, lambda _: got, what)
+        callbacks: dict[str, Any] = {"on_headers": on_headers, "on_progress": lambda _n: watch.touch()}
+        if body_cb is not None or kind == "DEFAULT":
+            callbacks["on_body"] = on_body
+        done = self.crt.make_request(type=S3RequestType[kind], request=request, **callbacks, **kwargs)
+        self._watchdog.add(watch, done)
+        return _then(done.finished_future, lambda _: got, what, watch)
 
     def list_page(self, bucket: str, prefix: str, token: str | None, start_after: str | None) -> ListPage:
         """One ListObjectsV2 page, parsed natively (no per-key Python objects beyond the results)."""
@@ -108,7 +127,10 @@ class CrtTransfers:
         target = (path[:-1] if path.endswith("/") and path != "/" else path) + "?" + urlencode(query, quote_via=quote)
         what = f"Listing s3://{bucket}/{prefix}"
         self._start("DEFAULT", target, host, [], what, on_body=on_body, operation_name="ListObjectsV2").result()
-        return _parse_list(bytes(body))
+        try:
+            return _parse_list(bytes(body))
+        except (ElementTree.ParseError, ValueError) as exc:
+            raise TransferInterrupted(f"{what}: unreadable listing page ({exc})") from exc
 
     def start_get(self, bucket: str, key: str, dest: Path) -> Future:
         """Download ``key`` into ``dest``; the future gives its `ObjectMeta`."""
@@ -120,28 +142,85 @@ class CrtTransfers:
     def start_put(self, bucket: str, key: str, src: Path, size: int) -> Future:
         """Upload ``src`` (of ``size`` bytes) to ``key``; the future gives its `ObjectMeta`."""
         host, path = self._target(bucket, key)
+        from awscrt.s3 import S3ChecksumAlgorithm, S3ChecksumConfig, S3ChecksumLocation
+
         headers = [("Content-Length", str(size))]
+        extra: dict[str, Any] = {}
         if size <= MULTIPART_THRESHOLD:  # one request: let the server check the bytes it got
             headers.append(("Content-MD5", base64.b64encode(md5_digest(src)).decode()))
+        else:  # parts: each sent with a CRC32C the server checks (the caller checks the ETag after)
+            extra["checksum_config"] = S3ChecksumConfig(
+                algorithm=S3ChecksumAlgorithm.CRC32C, location=S3ChecksumLocation.HEADER
+            )
         what = f"Uploading s3://{bucket}/{key}"
-        started = self._start("PUT_OBJECT", path, host, headers, what, send_filepath=str(src))
+        started = self._start("PUT_OBJECT", path, host, headers, what, send_filepath=str(src), **extra)
         return _then(started, lambda got: _meta(key, size, got), what)
 
 
-def _then(fut: Future, fn: Any, what: str) -> Future:
-    """A future of ``fn(fut.result())``; a CRT error becomes the matching Python exception
-    (an HTTP answer as `_map` says, a connection failure a `StoreError` naming the request)."""
+def _then(fut: Future, fn: Any, what: str, watch: _Watch | None = None) -> Future:
+    """A future of ``fn(fut.result())``; a CRT error becomes the matching Python exception."""
+    return chain(fut, fn, lambda exc: _map_crt(exc, what, watch))
+
+
+class _Watch:
+    """When a request last made progress, and whether the watchdog cancelled it."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.stalled = False
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+class _Watchdog:
+    """Cancels a request that made no progress (no header, body byte or part) for ``timeout``
+    seconds, as boto3's read timeout does; the caller retries it (`TransferInterrupted`)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._active: dict[int, tuple[_Watch, Any]] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: _Watch, request: Any) -> None:
+        with self._lock:
+            self._active[id(watch)] = (watch, request)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pos3-crt-watchdog", daemon=True)
+                self._thread.start()
+        request.finished_future.add_done_callback(lambda _: self._drop(watch))
+
+    def _drop(self, watch: _Watch) -> None:
+        with self._lock:
+            self._active.pop(id(watch), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            now = time.monotonic()
+            with self._lock:
+                stale = [(w, r) for w, r in self._active.values() if now - w.last > self.timeout and not w.stalled]
+            for watch, request in stale:
+                watch.stalled = True
+                request.cancel()
+
+
+def _map_crt(exc: BaseException, what: str, watch: _Watch | None = None) -> BaseException:
+    """An `S3ResponseError` by its status and code; any other CRT error (refused or broken
+    connections after the CRT's retries) as a `StoreError` naming it; the rest unchanged."""
     from awscrt.exceptions import AwsCrtError
     from awscrt.s3 import S3ResponseError
 
-    def error(exc: BaseException) -> BaseException:
-        if isinstance(exc, S3ResponseError):
-            return _map(exc, what)
-        if isinstance(exc, AwsCrtError):
-            return StoreError(f"{what}: {exc.message} ({exc.name})")
-        return exc
-
-    return chain(fut, fn, error)
+    if watch is not None and watch.stalled:
+        return TransferInterrupted(f"{what}: no progress for a whole timeout; cancelled")
+    if isinstance(exc, S3ResponseError) and getattr(exc, "status_code", None) is not None:
+        return _map(exc, what)
+    if isinstance(exc, AwsCrtError):
+        if exc.name in ("AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH", "AWS_ERROR_S3_CHECKSUM_CALCULATION_FAILED"):
+            return IntegrityError(f"{what}: checksum mismatch ({exc.name})")
+        return StoreError(f"{what}: {exc.message} ({exc.name})")
+    return exc
 
 
 @dataclass
@@ -218,4 +297,8 @@ def _map(exc: Any, what: str) -> Exception:
         return FileNotFoundError(f"{what}: not found ({code})")
     if status == 403:
         return PermissionError(f"{what}: access denied ({code})")
+    from .s3 import INTEGRITY_CODES
+
+    if code in INTEGRITY_CODES:
+        return IntegrityError(f"{what}: the server received bytes that do not match their checksum ({code})")
     return StoreError(f"{what}: HTTP {status} {code}")

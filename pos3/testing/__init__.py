@@ -1,4 +1,4 @@
-"""Test helpers for pos3 and for store authors: local servers and the store conformance suite.
+"""Test helpers for pos3 and for store authors: local servers, the fault proxy and the store conformance suite.
 
 Under pytest, `pos3.testing.conformance` gets pytest's assertion rewriting
 (detailed failure messages) without any setup in the author's conftest.

@@ -21,6 +21,13 @@ Nothing is mocked: the tests talk to the store through its `ObjectStore`
 methods, and to pos3's public API (`pos3.download`, `upload`, `sync`, `ls`)
 through the URL, so the store must also be registered for the URL's scheme.
 The suite's own fixtures are ``remote`` and ``cache_root``.
+
+Mixins for what not every store can offer: `AccessControlConformance`
+(``Target.denied_store``: every verb raises `PermissionError`) and
+`NetworkFaultConformance` (``Target.proxy`` and ``Target.proxied_store``: the
+same bucket reached through a `pos3.testing.faultproxy.FaultProxy`, for
+stores that speak HTTP/1.1: transient faults are retried, corrupted bodies
+are never accepted, and refused connections raise `StoreError`).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import itertools
 import os
 import secrets
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +48,19 @@ import pos3
 
 from ..lease import LEASE_NAME, Lease, LeaseConflict
 from ..profiles import Profile
-from ..store import PACE_CHUNK, ObjectMeta, ObjectStore, PreconditionFailed
+from ..store import PACE_CHUNK, ObjectMeta, ObjectStore, PreconditionFailed, StoreError
 from ..urls import parse
 from ..wrappers.throttle import ThrottledStore, TokenBucket
+from .faultproxy import FaultProxy
 
-__all__ = ["Remote", "StoreConformance", "Target", "unique_prefix"]
+__all__ = [
+    "AccessControlConformance",
+    "NetworkFaultConformance",
+    "Remote",
+    "StoreConformance",
+    "Target",
+    "unique_prefix",
+]
 
 MiB = 1024 * 1024
 EMPTY_MD5 = hashlib.md5(b"", usedforsecurity=False).hexdigest()
@@ -66,6 +81,12 @@ class Target:
     writes ``page_size + 100`` objects); ``large_size`` is an object size that
     takes the store's multipart or resumable path; ``sorted_listing`` says
     whether listings come in UTF-8 byte order.
+
+    ``proxy`` and ``proxied_store`` (both or neither) serve
+    `NetworkFaultConformance`: ``proxied_store`` is a store for the same
+    bucket whose every request goes through ``proxy``, a running
+    `FaultProxy` in front of the real service. Build it with few retries and
+    a short timeout (the tests make some requests fail every time).
     """
 
     url: str
@@ -80,6 +101,11 @@ class Target:
     #: directory's keys before siblings that sort earlier, "a/b" before "a-b"):
     #: only the order checks are relaxed; mirrors must still come out exact.
     sorted_listing: bool = True
+    #: True for a server that creates a missing bucket on the first put (SeaweedFS does):
+    #: only the check that `put` into a missing bucket raises is skipped.
+    put_creates_bucket: bool = False
+    proxy: FaultProxy | None = None
+    proxied_store: ObjectStore | None = None
 
 
 def _md5(data: bytes) -> str:
@@ -264,6 +290,17 @@ class StoreConformance:
             list(store.list(remote.prefix))
         with pytest.raises(FileNotFoundError):
             store.get(remote.key("x.txt"), remote.scratch_file())
+
+    def test_missing_bucket_raises_file_not_found_from_every_verb(self, remote: Remote) -> None:
+        """A missing key is an answer (`head` gives None); a missing bucket is an error from every verb."""
+        store = remote.target.missing_store
+        with pytest.raises(FileNotFoundError):
+            store.head(remote.key("x.txt"))
+        with pytest.raises(FileNotFoundError):
+            store.delete([remote.key("x.txt")])
+        if not remote.target.put_creates_bucket:
+            with pytest.raises(FileNotFoundError):
+                store.put(remote.key("x.txt"), remote.scratch_file(b"x"))
 
     def test_list_pages_beyond_one_page(self, remote: Remote) -> None:
         page = remote.target.page_size
@@ -740,3 +777,109 @@ class AccessControlConformance:
         with pytest.raises(PermissionError):
             denied.delete([remote.key("secret.txt")])
         assert remote.tree() == {"secret.txt": b"s"}
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    """The store's own error type, and not a not-found or permission answer."""
+    return isinstance(exc, StoreError) and not isinstance(exc, (FileNotFoundError, PermissionError))
+
+
+class NetworkFaultConformance:
+    """For stores over HTTP/1.1: mix in beside `StoreConformance` and give the `Target` a
+    ``proxy`` and a ``proxied_store`` (see `Target`). Every test leaves the proxy clear."""
+
+    @pytest.fixture
+    def faults(self, remote: Remote) -> Iterator[tuple[FaultProxy, ObjectStore]]:
+        proxy, store = remote.target.proxy, remote.target.proxied_store
+        assert proxy is not None and store is not None, "NetworkFaultConformance needs Target.proxy and proxied_store"
+        proxy.clear()
+        try:
+            yield proxy, store
+        finally:
+            proxy.clear()
+            proxy.accept()
+
+    def test_transient_faults_are_retried(self, remote: Remote, faults: tuple[FaultProxy, ObjectStore]) -> None:
+        proxy, store = faults
+        data = os.urandom(200_000)
+        proxy.set("status", status=503, first=1)  # each fault once: the proxied store may retry just once
+        store.put(remote.key("t/obj.bin"), remote.scratch_file(data))
+        proxy.set("status", status=500, first=1)
+        assert [m.key for m in store.list(remote.key("t/"))] == [remote.key("t/obj.bin")]
+        for kind in ("reset", "cut", "status"):
+            proxy.set(kind, first=1, method="GET")
+            dest = remote.scratch_file()
+            assert store.get(remote.key("t/obj.bin"), dest).size == len(data), kind
+            assert dest.read_bytes() == data, kind
+        proxy.set("drop", first=1)
+        assert store.head(remote.key("t/obj.bin")) is not None
+        assert proxy.injected == 6
+        assert remote.read("t/obj.bin") == data
+
+    def test_a_corrupted_download_is_never_accepted(
+        self, remote: Remote, faults: tuple[FaultProxy, ObjectStore]
+    ) -> None:
+        proxy, store = faults
+        data = os.urandom(100_000)
+        remote.put("c/integrity-obj.bin", data)
+        proxy.set("corrupt", first=1, path="integrity-obj.bin")
+        dest = remote.scratch_file()
+        store.get(remote.key("c/integrity-obj.bin"), dest)
+        assert proxy.count(fault="corrupt") == 1 and dest.read_bytes() == data  # detected, and read again
+        proxy.set("corrupt", path="integrity-obj.bin")
+        with pytest.raises(StoreError):
+            store.get(remote.key("c/integrity-obj.bin"), remote.scratch_file())
+
+    def test_a_corrupted_upload_is_never_kept(self, remote: Remote, faults: tuple[FaultProxy, ObjectStore]) -> None:
+        proxy, store = faults
+        data = os.urandom(100_000)
+        proxy.set("corrupt_request", first=1)
+        store.put(remote.key("c/up.bin"), remote.scratch_file(data))
+        assert proxy.count(fault="corrupt_request") == 1
+        assert remote.read("c/up.bin") == data  # rejected by the service, or detected, and sent again
+        proxy.set("corrupt_request")
+        with pytest.raises(StoreError):
+            store.put(remote.key("c/never.bin"), remote.scratch_file(data))
+        proxy.clear()
+        assert remote.keys("c/") == ["c/up.bin"]  # the corrupted copy was not kept
+
+    def test_refused_connections_raise_the_store_error(
+        self, remote: Remote, faults: tuple[FaultProxy, ObjectStore]
+    ) -> None:
+        proxy, store = faults
+        remote.put("r/x.txt", b"x")
+        proxy.refuse()
+        calls = {
+            "list": lambda: list(store.list(remote.prefix)),
+            "head": lambda: store.head(remote.key("r/x.txt")),
+            "get": lambda: store.get(remote.key("r/x.txt"), remote.scratch_file()),
+            "put": lambda: store.put(remote.key("r/y.txt"), remote.scratch_file(b"y")),
+            "delete": lambda: store.delete([remote.key("r/x.txt")]),
+        }
+        for verb, call in calls.items():
+            with pytest.raises(Exception) as info:  # noqa: PT011 - the type is checked below
+                call()
+            assert _is_store_error(info.value), f"{verb} raised {type(info.value).__name__}: {info.value}"
+        proxy.accept()
+        assert remote.tree() == {"r/x.txt": b"x"}
+
+    def test_a_listing_broken_mid_way_raises_the_store_error(
+        self, remote: Remote, faults: tuple[FaultProxy, ObjectStore]
+    ) -> None:
+        """A listing never ends quietly short: refused or cut after its first page, it raises."""
+        proxy, store = faults
+        page = remote.target.page_size
+        remote.put_many({f"l/{i:05d}": b"l" for i in range(page + 1)})
+        for fault in ("refuse", "cut"):
+            listing = store.list(remote.key("l/"))
+            assert next(listing).key == remote.key("l/00000")
+            if fault == "refuse":
+                proxy.refuse()
+            else:
+                proxy.set("cut")
+            with pytest.raises(Exception) as info:  # noqa: PT011 - the type is checked below
+                for _ in listing:
+                    pass
+            assert _is_store_error(info.value), f"{fault}: {type(info.value).__name__}: {info.value}"
+            proxy.accept()
+            proxy.clear()
