@@ -20,6 +20,7 @@ from .integrity import IntegrityError
 from .lease import LeaseConflict, LeaseLost
 from .local import UnsafeKeyError
 from .mirror import DEFAULT_CACHE_ROOT, Mirror, active
+from .plans import PlannedAction, TransferPlan, plan_download, plan_upload
 from .profiles import Profile, register_profile
 from .store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError
 
@@ -32,16 +33,20 @@ __all__ = [
     "Mirror",
     "ObjectMeta",
     "ObjectStore",
+    "PlannedAction",
     "PreconditionFailed",
     "Profile",
     "StoreError",
     "StoreSpec",
     "SyncError",
+    "TransferPlan",
     "UnsafeKeyError",
     "download",
     "hookimpl",
     "ls",
     "mirror",
+    "plan_download",
+    "plan_upload",
     "register_profile",
     "sync",
     "upload",

@@ -162,6 +162,15 @@ class Mirror:
         """The store for ``url``'s bucket under ``profile`` (see `Resolver.store`)."""
         return self.resolver.store(url, profile)
 
+    def state_file(self, url: RemoteURL, profile: Profile, path: Path, single: bool) -> Path:
+        """Where the records of the root (``url`` under ``profile``, local ``path``) live."""
+        identity = f"{url.scheme}|{profile.local_name}|{profile.endpoint}|{url}|{path}|{single}"
+        return state_path(self.cache_root / STATE_DIR, identity)
+
+    def lock_file(self, path: Path) -> Path:
+        """The lock that serialises syncs of the local ``path`` across processes."""
+        return state_path(self.cache_root / STATE_DIR, str(path)).with_suffix(".lock")
+
     def _register(
         self,
         kind: str,
@@ -178,12 +187,9 @@ class Mirror:
             if reg.root.local == path and reg.kind == kind and reg.args == args:
                 return reg, False
             _check_conflict(reg, kind, url, prof, path)
-        state_dir = self.cache_root / STATE_DIR
-        identity = f"{url.scheme}|{prof.local_name}|{prof.endpoint}|{url}|{path}|{single}"
-        state = StateDB(state_path(state_dir, identity))
+        state = StateDB(self.state_file(url, prof, path, single))
         self._states.append(state)
-        lock = state_path(state_dir, str(path)).with_suffix(".lock")
-        root = Root(url, loc.store, path, single, Excluder(exclude), state, lock)
+        root = Root(url, loc.store, path, single, Excluder(exclude), state, self.lock_file(path))
         reg = Registration(kind, root, prof, args, **options)
         if reg.uploads and reg.delete_remote and not single:  # one writer with deletes per prefix
             root.lease = Lease.acquire(root.store, root.prefix, str(url))

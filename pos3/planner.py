@@ -31,7 +31,7 @@ empty it: then the source's marker is copied, so the directory survives them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
@@ -61,13 +61,20 @@ class RemoteEntry:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One step of a plan; ``size`` is the bytes a copy would move (0 otherwise)."""
+    """One step of a plan; ``size`` is the bytes a copy would move (0 otherwise).
+
+    ``reason`` says why: ``new``, ``size differs``, ``changed since last sync``
+    (a verify whose record one side no longer matches), ``no record`` (a verify
+    with nothing recorded), ``deleted at source`` or ``gone`` (a forget).
+    """
 
     kind: Literal["copy", "verify", "delete", "forget"]
     rel: str
     local: LocalEntry | None = None
     remote: RemoteEntry | None = None
     size: int = 0
+    #: Why (see above): an explanation for plans, not part of an action's identity.
+    reason: str = field(default="", compare=False)
 
 
 @dataclass
@@ -107,7 +114,7 @@ def plan(
                 yield action
             continue
         if loc is None and rem is None:
-            yield Action("forget", rel)
+            yield Action("forget", rel, reason="gone")
             continue
         src, dst = (rem, loc) if direction is Direction.DOWN else (loc, rem)
         if tally is not None and not rel.endswith("/"):  # directory markers are not files
@@ -115,16 +122,19 @@ def plan(
             tally.destination += dst is not None
         if src is None:
             if delete:
-                yield Action("delete", rel, loc, rem)
+                yield Action("delete", rel, loc, rem, reason="deleted at source")
             continue
         size = src.meta.size if isinstance(src, RemoteEntry) else src.size
         if dst is None:
-            yield Action("copy", rel, loc, rem, size)
+            yield Action("copy", rel, loc, rem, size, "new")
             continue
         assert loc is not None and rem is not None
         if rec is not None and _matches(rec, loc, rem):
             continue
-        yield Action("copy" if loc.size != rem.meta.size else "verify", rel, loc, rem, size)
+        if loc.size != rem.meta.size:
+            yield Action("copy", rel, loc, rem, size, "size differs")
+        else:
+            yield Action("verify", rel, loc, rem, size, "changed since last sync" if rec is not None else "no record")
 
 
 def _marker_action(
@@ -140,13 +150,13 @@ def _marker_action(
     src, dst = (rem, loc) if direction is Direction.DOWN else (loc, rem)
     dst_below, src_below = below if direction is Direction.DOWN else below[::-1]
     if src is None and dst is None:
-        return Action("forget", rel)
+        return Action("forget", rel, reason="gone")
     if src is not None:
         if dst is not None or (dst_below and (src_below or not delete)):
             return None
-        return Action("copy", rel, loc, rem)
+        return Action("copy", rel, loc, rem, reason="new")
     if delete and not src_below:
-        return Action("delete", rel, loc, rem)
+        return Action("delete", rel, loc, rem, reason="deleted at source")
     return None
 
 

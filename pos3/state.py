@@ -47,17 +47,31 @@ def state_path(state_dir: Path, identity: str) -> Path:
 
 class StateDB:
     """The records of one root. Reads and writes may overlap (WAL mode):
-    a reader sees the records as they were when its stream started."""
+    a reader sees the records as they were when its stream started.
 
-    def __init__(self, path: Path) -> None:
-        make_dirs(path.parent)
+    With ``readonly`` (for plans) nothing is created or written: a missing
+    file reads as no records, and `write` raises.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
+        self.readonly = readonly
         self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        if readonly:
+            return
+        make_dirs(path.parent)
         self._conn = self._connect()
         self._conn.execute(_SCHEMA)
         self._conn.commit()
 
     def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            # A file with no write-ahead log open beside it is read as immutable, so that
+            # reading creates no -wal/-shm files either.
+            wal = self.path.with_name(self.path.name + "-wal").exists()
+            mode = "mode=ro" if wal else "mode=ro&immutable=1"
+            return sqlite3.connect(f"{self.path.as_uri()}?{mode}", uri=True, check_same_thread=False)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -65,6 +79,8 @@ class StateDB:
 
     def records(self) -> Iterator[Record]:
         """Every record sorted by ``rel`` (byte order, like store listings)."""
+        if self.readonly and not self.path.exists():
+            return
         conn = self._connect()
         try:
             cur = conn.execute(
@@ -78,6 +94,8 @@ class StateDB:
 
     def write(self, upserts: Iterable[Record], forgets: Iterable[str] = ()) -> None:
         """Apply a batch of changes in one transaction."""
+        if self._conn is None:
+            raise RuntimeError(f"{self.path} is open read-only")
         with self._lock:
             self._conn.execute("BEGIN")
             try:
@@ -93,4 +111,5 @@ class StateDB:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()

@@ -1,7 +1,8 @@
 """One synced root: a remote location paired with a local path.
 
 `Root.sync` is the whole pipeline for one direction: list both sides and
-the records, plan, execute. Data flows one way:
+the records, plan (`Root.plan`), execute (`Root.execute`); `Root.preview`
+is the same plan, settled and listed without executing it. Data flows one way:
 listings → `planner.plan` → `executor.execute` → the store / the local disk.
 """
 
@@ -9,16 +10,18 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 from . import local as fs
 from .cachelock import RootLock
@@ -37,6 +40,8 @@ UNSTABLE_RETRIES = 3
 #: A download reads this many remote entries (one S3 page) and checks their keys before its first transfer.
 LOOKAHEAD = 1000
 
+T = TypeVar("T")
+
 
 @dataclass
 class Root:
@@ -54,8 +59,8 @@ class Root:
     state: StateDB
     lock_path: Path | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Set once the store was seen listing out of byte order: later runs sort first.
-    sort_remote: bool = False
+    #: Streams seen listed out of byte order ("remote", or for a `Relay` also "local"): later runs sort them first.
+    sorted_streams: set[str] = field(default_factory=set)
     #: The lease on the remote prefix, held by an upload or sync with remote deletes.
     lease: Lease | None = None
     #: The local filesystem's naming rules: limits before the first download's listing, then probed in full.
@@ -63,6 +68,10 @@ class Root:
     _probed: bool = False
     #: Keys of directory markers with a body already warned about (once per marker).
     warned_markers: set[str] = field(default_factory=set)
+    #: The streams this root may sort in memory; any other stream out of order is an error.
+    sortable: ClassVar[frozenset[str]] = frozenset({"remote"})
+    #: False for a `Relay`, whose "local" side is a second store: no local path checks apply.
+    has_local: ClassVar[bool] = True
 
     # -- listings -------------------------------------------------------------
 
@@ -114,11 +123,98 @@ class Root:
                 meta.size,
             )
 
-    def local_entries(self, direction: Direction) -> Iterator[fs.LocalEntry]:
-        entries = fs.walk(self.local, self.exclude, clean_temp=direction is Direction.DOWN)
+    def local_entries(self, direction: Direction, clean_temp: bool = False) -> Iterator[fs.LocalEntry]:
+        entries = fs.walk(self.local, self.exclude, clean_temp=clean_temp)
         return (e for e in entries if not is_lease_key(e.rel))  # never uploaded over a lease
 
-    # -- the pipeline -------------------------------------------------------
+    def operations(self, direction: Direction) -> _Side:
+        """The side-specific work of ``direction`` (copies, verifies, deletes)."""
+        return _Down(self) if direction is Direction.DOWN else _Up(self)
+
+    def label(self, direction: Direction) -> str:
+        """How progress bars and errors name a run of this root."""
+        return f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
+
+    # -- the pipeline: plan, then execute -------------------------------------
+
+    def plan(
+        self,
+        direction: Direction,
+        *,
+        delete: bool,
+        missing_ok: bool = False,
+        dry_run: bool = False,
+        tally: Tally | None = None,
+    ) -> Iterator[Action]:
+        """The actions making the destination match the source, as a lazy stream.
+
+        A local path of the wrong kind (a file for a prefix, a directory for one
+        object) raises; a download checks its first `LOOKAHEAD` keys before it
+        returns, and a download of a remote with no objects raises
+        `FileNotFoundError` (with ``missing_ok``, plans nothing). A stream out of
+        byte order raises `UnsortedListing` while the plan is read. A real run
+        removes leftover temporary downloads and probes the local filesystem
+        (creating the root directory of a prefix); with ``dry_run`` planning
+        changes nothing, so names the filesystem would fold together are not
+        looked for.
+        """
+        what = self.label(direction)
+        writes_local = self.has_local and direction is Direction.DOWN
+        if self.has_local:
+            fs.check_shape(self.local, self.single, what)
+        local = self.local_entries(direction, clean_temp=writes_local and not dry_run)
+        if "local" in self.sorted_streams:
+            local = iter(sorted(local, key=lambda e: e.rel))
+        if writes_local and self.names is None:
+            self.names = fs.probe_limits(self.local.parent if self.single else self.local)
+        seen = [0]
+        remote = self.remote_entries(direction, seen)
+        if "remote" in self.sorted_streams:
+            remote = iter(sorted(remote, key=lambda e: e.rel))
+        if direction is Direction.DOWN:
+            if writes_local:
+                remote = fs.without_file_dir_clashes(remote, lambda e: e.rel, lambda e: e.meta.key)
+            head = list(itertools.islice(remote, LOOKAHEAD))  # keys checked before any transfer
+            if seen[0] == 0:
+                if missing_ok:
+                    return iter(())
+                raise FileNotFoundError(f"No such remote: {self.url} (no object or prefix of that name)")
+            if writes_local and not dry_run and self._probe_names().folds:
+                head += remote  # all keys, to find the names this filesystem folds together
+                local = self._check_folds(head, local)
+            remote = itertools.chain(head, remote)
+        return plan(
+            direction,
+            local,
+            remote,
+            self.state.records(),
+            delete=delete,
+            excluded=self.exclude.file if not self.single else (lambda rel: False),
+            tally=tally,
+        )
+
+    def execute(
+        self,
+        direction: Direction,
+        actions: Iterable[Action],
+        *,
+        max_workers: int,
+        show_progress: bool,
+        guard: DeleteGuard,
+        tally: Tally,
+    ) -> Summary:
+        """Run ``actions`` (see `executor.execute`): deletes run only after every copy
+        succeeded, and only if ``guard`` allows them for what ``tally`` counted."""
+        what = self.label(direction)
+        return execute(
+            actions,
+            self.operations(direction).operations(),
+            self.state,
+            what=what,
+            max_workers=max_workers,
+            show_progress=show_progress,
+            before_delete=lambda n: guard.check(what, n, tally),
+        )
 
     def sync(
         self,
@@ -130,7 +226,7 @@ class Root:
         missing_ok: bool = False,
         guard: DeleteGuard | None = None,
     ) -> Summary:
-        """Make the destination match the source.
+        """Make the destination match the source: `plan`, then `execute`.
 
         One run at a time per root in this process, and per local path across
         processes (``lock_path``): ranks of one job sharing a cache take turns,
@@ -140,69 +236,74 @@ class Root:
         for a prefix, a directory for one object) raises before any transfer;
         deletes run only if ``guard`` allows them (`DeleteRefused` otherwise).
         """
+
+        def run() -> Summary:
+            tally = Tally()
+            actions = self.plan(direction, delete=delete, missing_ok=missing_ok, tally=tally)
+            return self.execute(
+                direction,
+                actions,
+                max_workers=max_workers,
+                show_progress=show_progress,
+                guard=guard or DeleteGuard(),
+                tally=tally,
+            )
+
         lock = RootLock(self.lock_path, fs.file_mode()) if self.lock_path else contextlib.nullcontext()
         with self.lock, lock:
-            try:
-                return self._run(direction, delete, max_workers, show_progress, missing_ok, guard or DeleteGuard())
-            except UnsortedListing as exc:
-                if exc.stream != "remote" or self.sort_remote:
-                    raise
-                # Some servers (SeaweedFS) list a directory's objects before its
-                # siblings that sort earlier ("a/b" before "a-b"). Nothing was
-                # deleted; what was copied is recorded. Plan again from a sorted copy.
-                log.info("%s is not listed in byte order; sorting its listing in memory", self.url)
-                self.sort_remote = True
-                return self._run(direction, delete, max_workers, show_progress, missing_ok, guard or DeleteGuard())
+            # Nothing is deleted before the whole plan was read; what was copied is recorded.
+            return self._sorting_retry(run)
 
-    def _run(
-        self,
-        direction: Direction,
-        delete: bool,
-        max_workers: int,
-        show_progress: bool,
-        missing_ok: bool,
-        guard: DeleteGuard,
-    ) -> Summary:
-        what = f"{'↓' if direction is Direction.DOWN else '↑'} {self.url}"
-        fs.check_shape(self.local, self.single, what)
-        local = self.local_entries(direction)
-        if direction is Direction.DOWN and self.names is None:
-            self.names = fs.probe_limits(self.local.parent if self.single else self.local)
-        seen = [0]
-        remote = self.remote_entries(direction, seen)
-        if self.sort_remote:
-            remote = iter(sorted(remote, key=lambda e: e.rel))
-        if direction is Direction.DOWN:
-            remote = fs.without_file_dir_clashes(remote, lambda e: e.rel, lambda e: e.meta.key)
-            head = list(itertools.islice(remote, LOOKAHEAD))  # keys checked before any transfer
-            if seen[0] == 0:
-                if missing_ok:
-                    return Summary()
-                raise FileNotFoundError(f"No such remote: {self.url} (no object or prefix of that name)")
-            if self._probe_names().folds:
-                head += remote  # all keys, to find the names this filesystem folds together
-                local = self._check_folds(head, local)
-            remote = itertools.chain(head, remote)
-        tally = Tally()
-        actions = plan(
-            direction,
-            local,
-            remote,
-            self.state.records(),
-            delete=delete,
-            excluded=self.exclude.file if not self.single else (lambda rel: False),
-            tally=tally,
-        )
-        ops = _Down(self) if direction is Direction.DOWN else _Up(self)
-        return execute(
-            actions,
-            ops.operations(),
-            self.state,
-            what=what,
-            max_workers=max_workers,
-            show_progress=show_progress,
-            before_delete=lambda n: guard.check(what, n, tally),
-        )
+    def preview(
+        self, direction: Direction, *, delete: bool, missing_ok: bool = False, guard: DeleteGuard | None = None
+    ) -> list[Action]:
+        """What `sync` would do, changing nothing: its copies and deletes, in plan order.
+
+        A verify (same size, no matching record) is settled as `sync` settles
+        it: content hashes are compared (a local file is read to hash it) and
+        the file is left out when they match; otherwise it becomes a copy with
+        reason ``content differs``, or, when a side has no hash, ``changed
+        since last sync`` (a record no longer matches) or ``unverified`` (no
+        record). Forgets (records of files gone from both sides) are left out.
+        Deletes that ``guard`` would refuse raise `DeleteRefused`, as in `sync`.
+        """
+
+        def run() -> list[Action]:
+            ops = self.operations(direction)
+            tally = Tally()
+            out: list[Action] = []
+            for action in self.plan(direction, delete=delete, missing_ok=missing_ok, dry_run=True, tally=tally):
+                if action.kind == "verify":
+                    same = ops.equal_content(action)
+                    if same is True:
+                        continue
+                    if same is False:
+                        reason = "content differs"
+                    else:  # no hash to compare: copied to be sure
+                        reason = action.reason if action.reason == "changed since last sync" else "unverified"
+                    action = dataclasses.replace(action, kind="copy", reason=reason)
+                if action.kind != "forget":
+                    out.append(action)
+            (guard or DeleteGuard()).check(self.label(direction), sum(a.kind == "delete" for a in out), tally)
+            return out
+
+        return self._sorting_retry(run)
+
+    def _sorting_retry(self, run: Callable[[], T]) -> T:
+        """Run ``run``; if a sortable stream came out of byte order, sort it in memory and run once more.
+
+        Some servers (SeaweedFS) list a directory's objects before its
+        siblings that sort earlier ("a/b" before "a-b"). Nothing was deleted;
+        what was copied is recorded.
+        """
+        try:
+            return run()
+        except UnsortedListing as exc:
+            if exc.stream not in self.sortable or exc.stream in self.sorted_streams:
+                raise
+            log.info("the %s listing of %s is not in byte order; sorting it in memory", exc.stream, self.url)
+            self.sorted_streams.add(exc.stream)
+            return run()
 
     def _probe_names(self) -> fs.NameRules:
         """Probe, once per root, what names the local filesystem accepts and folds
@@ -248,6 +349,9 @@ class _Side:
     """The work of one direction; `verify` is shared: equal content hashes
     prove a file unchanged (and get recorded), anything else is copied."""
 
+    #: How a plan line names this side's copies ("download", "upload", "copy").
+    verb = "copy"
+
     def __init__(self, root: Root) -> None:
         self.root = root
 
@@ -262,10 +366,17 @@ class _Side:
         assert action.remote is not None
         path = fs.target(self.root.local, action.rel)
         st = os.stat(path)
-        md5 = action.remote.meta.md5
-        if md5 is not None and fs.md5_digest(path).hex() == md5:
+        if self.equal_content(action):
             return _record(action.rel, st, action.remote.meta)
         return self.copy(action)
+
+    def equal_content(self, action: Action) -> bool | None:
+        """Whether both sides of a verify hold the same content; ``None`` when the remote has no hash."""
+        assert action.remote is not None
+        md5 = action.remote.meta.md5
+        if md5 is None:
+            return None
+        return fs.md5_digest(fs.target(self.root.local, action.rel)).hex() == md5
 
     def copy(self, action: Action) -> Record:
         raise NotImplementedError
@@ -274,6 +385,11 @@ class _Side:
         raise NotImplementedError
 
     def name(self, action: Action) -> str:
+        """The destination of ``action`` (a local path or a URL), as errors and plans name it."""
+        raise NotImplementedError
+
+    def source(self, action: Action) -> str:
+        """The source of a copy (a URL or a local path)."""
         raise NotImplementedError
 
 
@@ -287,8 +403,13 @@ class _Down(_Side):
         self._precreate = not fs.umask() & stat.S_IWOTH
         self._made: set[Path] = set()  # directories of markers copied in this run: deletes keep them
 
+    verb = "download"
+
     def name(self, action: Action) -> str:
         return str(fs.target(self.root.local, action.rel))
+
+    def source(self, action: Action) -> str:
+        return str(self.root.url.with_key(self.root.key(action.rel)))
 
     def _prepare(self, action: Action) -> tuple[Path, Path]:
         """The final path and a fresh temporary path beside it, parents created and checked."""
@@ -357,12 +478,17 @@ class _Down(_Side):
 class _Up(_Side):
     """Local → remote: whole-object puts, batched remote deletes."""
 
+    verb = "upload"
+
     def __init__(self, root: Root) -> None:
         super().__init__(root)
         self._markers: set[str] = set()  # markers put in this run
 
     def name(self, action: Action) -> str:
         return str(self.root.url.with_key(self.root.key(action.rel)))
+
+    def source(self, action: Action) -> str:
+        return str(fs.target(self.root.local, action.rel))
 
     def _put_marker(self, rel: str) -> Record:
         """A marker: an empty object at ``prefix + rel`` (the key ends in '/')."""
