@@ -22,6 +22,7 @@ from .local import UnsafeKeyError
 from .mirror import DEFAULT_CACHE_ROOT, Mirror, active
 from .plans import PlannedAction, TransferPlan, plan_download, plan_upload
 from .profiles import Profile, register_profile
+from .signals import Terminated
 from .store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "StoreError",
     "StoreSpec",
     "SyncError",
+    "Terminated",
     "TransferPlan",
     "UnsafeKeyError",
     "download",
@@ -71,6 +73,8 @@ def mirror(
     sync in flight finished) and a failed upload raises; on an exception,
     ``KeyboardInterrupt`` or non-zero ``SystemExit`` only registrations with
     ``sync_on_error=True`` are synced and the original exception propagates.
+    SIGTERM raises `Terminated` (a ``SystemExit`` with code 143) in the main
+    thread: an error exit, so ``sync_on_error=True`` uploads still run.
     ``max_delete`` limits every sync's deletes (see `download`) unless a call sets its own.
 
     ``max_upload_bytes_per_second`` / ``max_download_bytes_per_second`` cap the

@@ -3,16 +3,26 @@
 It owns the registered roots, the background upload threads, the exit rules,
 and a `Resolver` (`pos3.resolve`) that turns locations into stores and paths:
 
-* a clean exit (no exception, or ``SystemExit`` with code 0/None) waits for
-  in-flight background syncs, then syncs every registered upload; a failed
-  final upload raises;
+* a clean exit (no exception, or ``SystemExit`` with code 0/None) syncs
+  every registered upload, each after its own background sync in flight; a
+  failed final upload raises;
 * any other exit (an exception, ``KeyboardInterrupt``, a non-zero
   ``SystemExit``) syncs only registrations with ``sync_on_error=True``, logs
-  their failures, and lets the original exception through.
+  their failures, and lets the original exception through;
+* SIGTERM (preemption) raises `pos3.Terminated` in the main thread, a
+  ``SystemExit`` with code 143: an error exit as above, after which an
+  uncaught `Terminated` ends the process with status 143 (128 + SIGTERM). A
+  SIGTERM that arrives during the final uploads lets them finish, then raises
+  `Terminated`. After a SIGTERM, a second SIGTERM or a SIGINT ends the process
+  at once. The handler is installed only by a mirror entered from the main
+  thread while SIGTERM has its default action; a program's own handler is
+  left in charge (`pos3.signals` states every rule);
+* either way, every background thread has ended when the block exits.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -29,6 +39,7 @@ from .patterns import Excluder
 from .planner import Direction
 from .profiles import Profile
 from .resolve import Location, Resolver
+from .signals import SignalGuard
 from .state import StateDB, state_path
 from .store import ObjectStore
 from .sync import Root
@@ -100,6 +111,7 @@ class Mirror:
         self._lock = threading.RLock()
         self._registrations: list[Registration] = []
         self._states: list[StateDB] = []
+        self._signals = SignalGuard(inspect.unwrap(Mirror.__exit__).__code__)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -109,35 +121,48 @@ class Mirror:
             if _active is not None:
                 raise RuntimeError("A pos3.mirror() block is already active; nested mirrors are not supported")
             _active = self
-        fs.make_dirs(self.cache_root)
+        try:
+            fs.make_dirs(self.cache_root)
+        except BaseException:
+            with _active_lock:
+                _active = None
+            raise
+        self._signals.enter()
         return self
 
     @user_facing
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        """Apply the exit rules (module docstring); SIGTERM meanwhile never interrupts them."""
         global _active
         failed = exc_type is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
-        try:
-            self._stop_background()
-            self._final_uploads(failed)
-        finally:
-            self._close()
-            with _active_lock:
-                _active = None
+        with self._signals.exiting(exc):
+            try:
+                for reg in self._registrations:
+                    reg.stop.set()
+                self._final_uploads(failed)
+            finally:
+                try:
+                    self._join_background(self._registrations)
+                finally:
+                    self._close()
+                    with _active_lock:
+                        _active = None
 
-    def _stop_background(self) -> None:
-        """Stop every background thread, waiting for a sync in flight to finish."""
-        for reg in self._registrations:
-            reg.stop.set()
-        for reg in self._registrations:
+    def _join_background(self, regs: list[Registration]) -> None:
+        """Wait for the stopped background threads of ``regs``; a sync in flight finishes first."""
+        for reg in regs:
             if reg.thread is not None:
                 reg.thread.join()
 
     def _final_uploads(self, failed: bool) -> None:
+        """Upload each registration that the exit rules select, after its own background sync in
+        flight (other roots' background syncs meanwhile finish on their threads)."""
         errors: list[tuple[str, BaseException]] = []
         for reg in self._registrations:
             if not reg.uploads or (failed and not reg.sync_on_error):
                 continue
             try:
+                self._join_background([reg])
                 self._upload_now(reg)
             except Exception as exc:  # noqa: BLE001 - gathered and raised (or logged) below
                 errors.append((str(reg.root.url), exc))

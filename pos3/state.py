@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ class Record:
     remote_version: str
 
 
+#: Seconds a connection waits for another process's lock on the same records.
+BUSY_TIMEOUT = 30.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     rel TEXT PRIMARY KEY,
@@ -43,6 +47,14 @@ def state_path(state_dir: Path, identity: str) -> Path:
     """The state file for a root identified by ``identity`` (profile, URL, local path)."""
     digest = hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return state_dir / f"{digest}.sqlite"
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """True if SQLite refused because another connection holds a lock (SQLITE_BUSY or SQLITE_LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in (5, 6)  # primary codes of SQLITE_BUSY, SQLITE_LOCKED and their extended codes
+    return "locked" in str(exc) or "busy" in str(exc)  # Python 3.10 gives only the message
 
 
 class StateDB:
@@ -66,16 +78,27 @@ class StateDB:
         self._conn.commit()
 
     def _connect(self) -> sqlite3.Connection:
+        """A connection in WAL mode (read-only for plans). Processes sharing a cache may open
+        one new database at once: switching it to WAL, SQLite answers "locked" at once to
+        all but one (its deadlock rule, no waiting), so opening is retried until `BUSY_TIMEOUT`."""
         if self.readonly:
             # A file with no write-ahead log open beside it is read as immutable, so that
             # reading creates no -wal/-shm files either.
             wal = self.path.with_name(self.path.name + "-wal").exists()
             mode = "mode=ro" if wal else "mode=ro&immutable=1"
             return sqlite3.connect(f"{self.path.as_uri()}?{mode}", uri=True, check_same_thread=False)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if not _busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
 
     def records(self) -> Iterator[Record]:
         """Every record sorted by ``rel`` (byte order, like store listings)."""

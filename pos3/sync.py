@@ -332,9 +332,15 @@ class Root:
 
 
 def _changed_since(path: Path, before: os.stat_result) -> bool:
-    """True if ``path`` was written to after ``before`` was taken (then an upload may be torn)."""
+    """True if ``path`` was written to after ``before`` was taken (then an upload may be torn,
+    or refused by the store's checksum of a body that changed while it was read)."""
     after = os.stat(path)
-    if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+    return (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+
+
+def _send_again(path: Path, before: os.stat_result, attempt: int) -> bool:
+    """Whether to send ``path`` once more after send number ``attempt`` (from 0) ended, sent or failed."""
+    if attempt + 1 >= UNSTABLE_RETRIES or not _changed_since(path, before):
         return False
     log.info("%s changed during its upload; sending it again", path)
     return True
@@ -507,14 +513,21 @@ class _Up(_Side):
             return self._put_marker(action.rel)
         src = fs.target(self.root.local, action.rel)
         key = self.root.key(action.rel)
-        for _ in range(UNSTABLE_RETRIES):
+        attempt = 0
+        while True:
             before = os.stat(src)
-            meta = self.root.store.put(key, src)
-            if not _changed_since(src, before):
-                break
-        # Recorded as it was before the last attempt began: if it was still
-        # changing, the next run sees a difference and uploads it again.
-        return _record(action.rel, before, meta)
+            try:
+                meta = self.root.store.put(key, src)
+            except Exception:
+                if _send_again(src, before, attempt):  # a put refused because the file changed under it
+                    attempt += 1
+                    continue
+                raise
+            if not _send_again(src, before, attempt):
+                # Recorded as it was before this send began: if it was still
+                # changing, the next run sees a difference and uploads it again.
+                return _record(action.rel, before, meta)
+            attempt += 1
 
     def copy_async(self, action: Action) -> Future[Record] | None:
         if fs.is_marker(action.rel):
@@ -523,21 +536,29 @@ class _Up(_Side):
         key = self.root.key(action.rel)
         out: Future[Record] = Future()
 
-        def attempt(n: int) -> bool:
+        def start(attempt: int) -> bool:
+            """Start one send; False when the store has no native put for the file (as it is now)."""
             before = os.stat(src)
             started = self.root.store.start_put(key, src)
             if started is None:
                 return False
 
-            def sent(meta: ObjectMeta) -> None:
-                if n + 1 < UNSTABLE_RETRIES and _changed_since(src, before) and attempt(n + 1):
-                    return
-                out.set_result(_record(action.rel, before, meta))
+            def ended(sent: Future[ObjectMeta]) -> None:  # on the store's thread: short
+                try:
+                    if _send_again(src, before, attempt) and start(attempt + 1):
+                        return
+                    exc = sent.exception()
+                    if exc is not None:
+                        out.set_exception(exc)
+                    else:
+                        out.set_result(_record(action.rel, before, sent.result()))
+                except BaseException as err:  # noqa: BLE001 - the file vanished, or a send failed to start
+                    out.set_exception(err)
 
-            chain(started, sent).add_done_callback(lambda f: f.exception() and out.set_exception(f.exception()))
+            started.add_done_callback(ended)
             return True
 
-        return out if attempt(0) else None
+        return out if start(0) else None
 
     def delete(self, actions: list[Action]) -> None:
         """Delete the keys; then put again each marker of this run that had keys deleted

@@ -49,6 +49,7 @@ it comes, for the sync engine to detect and sort.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import os
 import random
@@ -204,7 +205,7 @@ def _retry_policy(blob: Any, attempts: int, first: float) -> Any:
     """The storage SDK's retry policy (which retries 5xx, ``ServerBusy``, timeouts and broken
     connections), waiting ``first`` seconds before the first retry and doubling, ±25%."""
 
-    class DoublingRetry(blob.ExponentialRetry):  # type: ignore[name-defined,misc]
+    class DoublingRetry(blob.ExponentialRetry):
         def get_backoff_time(self, settings: dict[str, Any]) -> float:
             wait = min(60.0, first * 2 ** settings["count"])
             return random.uniform(0.75 * wait, 1.25 * wait)
@@ -352,7 +353,8 @@ class AzureStore(ObjectStore):
         what = f"Uploading {self._url(key)}"
         try:
             size = os.stat(src).st_size
-            settings = ContentSettings(content_type="application/octet-stream", content_md5=md5_digest(src))
+            digest = md5_digest(src)
+            settings = ContentSettings(content_type="application/octet-stream", content_md5=bytearray(digest))
             with open(src, "rb") as f:
                 r = self.container.get_blob_client(key).upload_blob(
                     f,
@@ -370,7 +372,7 @@ class AzureStore(ObjectStore):
             raise _map_error(exc, what) from exc
         modified = r.get("last_modified")
         mtime = modified.timestamp() if modified is not None else None
-        return ObjectMeta(key, size, _etag(r.get("etag")), mtime, settings.content_md5.hex())
+        return ObjectMeta(key, size, _etag(r.get("etag")), mtime, digest.hex())
 
     conditional_put = True
 
@@ -425,11 +427,11 @@ class AzureStore(ObjectStore):
                 raise FileNotFoundError(f"No such container: az://{self.name}") from exc
             raise err from exc
 
-    def _delete_batch(self, keys: list[str]) -> None:
+    def _delete_batch(self, keys: builtins.list[str]) -> None:
         left = self._try_batch(keys) if self.backend.batch_ok and len(keys) > 1 else keys
         run_all(self._delete_one, left, self.backend.max_workers)
 
-    def _try_batch(self, keys: list[str]) -> list[str]:
+    def _try_batch(self, keys: builtins.list[str]) -> builtins.list[str]:
         """One Blob Batch request; return the keys to delete one by one (failed or never sent)."""
         try:
             responses = list(self.container.delete_blobs(*keys, raise_on_any_failure=False))

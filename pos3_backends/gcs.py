@@ -36,6 +36,7 @@ single deletes.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import importlib
 import threading
@@ -322,12 +323,12 @@ class GCSStore(ObjectStore):
                 self._check_bucket()  # single deletes would take its 404 for "already gone"
             self._delete_batch(batch)
 
-    def _delete_batch(self, keys: list[str]) -> None:
+    def _delete_batch(self, keys: builtins.list[str]) -> None:
         """One batch request; every key it did not clearly delete is deleted on its own."""
         left = self._try_batch(keys) if self.backend.batch_ok and len(keys) > 1 else keys
         run_all(self._delete_one, left, self.backend.max_workers)
 
-    def _try_batch(self, keys: list[str]) -> list[str]:
+    def _try_batch(self, keys: builtins.list[str]) -> builtins.list[str]:
         """Send ``keys`` in one batch request; return the keys still to delete one by one."""
         try:
             with self.client.batch(raise_exception=False) as batch:

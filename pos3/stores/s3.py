@@ -15,6 +15,7 @@ native CRT transfer client (`s3_crt`) configured from the same boto3 client.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import hashlib
 import io
@@ -517,7 +518,7 @@ class S3Store(ObjectStore):
         for batch in batches(keys, self.delete_batch_size):
             self._delete_batch(batch)
 
-    def _delete_batch(self, keys: list[str]) -> None:
+    def _delete_batch(self, keys: builtins.list[str]) -> None:
         try:
             r = self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}

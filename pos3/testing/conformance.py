@@ -32,6 +32,7 @@ are never accepted, and refused connections raise `StoreError`).
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import itertools
 import os
@@ -159,7 +160,7 @@ class Remote:
     def list(self, rel_prefix: str = "") -> list[ObjectMeta]:
         return list(self.store.list(self.key(rel_prefix)))
 
-    def keys(self, rel_prefix: str = "") -> list[str]:
+    def keys(self, rel_prefix: str = "") -> builtins.list[str]:
         """Keys under ``rel_prefix``, relative to the target prefix, in listing order
         (sorted here when the target declares an unsorted listing)."""
         keys = [m.key[len(self.prefix) :] for m in self.list(rel_prefix)]
