@@ -17,21 +17,25 @@ from .errors import user_facing
 from .executor import DeleteRefused, SyncError
 from .hookspecs import StoreSpec, hookimpl
 from .integrity import IntegrityError
+from .lease import LeaseConflict, LeaseLost
 from .local import UnsafeKeyError
 from .mirror import DEFAULT_CACHE_ROOT, Mirror, active
 from .plans import PlannedAction, TransferPlan, plan_download, plan_upload
 from .profiles import Profile, register_profile
 from .signals import Terminated
-from .store import Backend, ObjectMeta, ObjectStore, StoreError
+from .store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError
 
 __all__ = [
     "Backend",
     "DeleteRefused",
     "IntegrityError",
+    "LeaseConflict",
+    "LeaseLost",
     "Mirror",
     "ObjectMeta",
     "ObjectStore",
     "PlannedAction",
+    "PreconditionFailed",
     "Profile",
     "StoreError",
     "StoreSpec",

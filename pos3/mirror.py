@@ -34,6 +34,7 @@ from typing import Any
 from . import local as fs
 from .errors import user_facing
 from .executor import DeleteGuard, Summary, SyncError, check_max_delete
+from .lease import Lease, is_lease_key
 from .patterns import Excluder
 from .planner import Direction
 from .profiles import Profile
@@ -173,6 +174,9 @@ class Mirror:
             raise SyncError("Final uploads", errors)
 
     def _close(self) -> None:
+        for reg in self._registrations:
+            if reg.root.lease is not None:
+                reg.root.lease.release()
         for state in self._states:
             state.close()
         self.resolver.close()
@@ -212,6 +216,8 @@ class Mirror:
         self._states.append(state)
         root = Root(url, loc.store, path, single, Excluder(exclude), state, self.lock_file(path))
         reg = Registration(kind, root, prof, args, **options)
+        if reg.uploads and reg.delete_remote and not single:  # one writer with deletes per prefix
+            root.lease = Lease.acquire(root.store, root.prefix, str(url))
         self._registrations.append(reg)
         return reg, True
 
@@ -357,6 +363,8 @@ class Mirror:
         except BaseException:
             with self._lock:
                 self._registrations.remove(reg)
+            if reg.root.lease is not None:
+                reg.root.lease.release()
             raise
         fs.make_dirs(path.parent if single else path)
         self._start_background(reg)
@@ -414,7 +422,7 @@ class Mirror:
         out: list[str] = []
         rels = (meta.key[len(dir_prefix) :] for meta in store.list(dir_prefix))
         for rel in _empty_markers_only(rels) if recursive else rels:
-            if not rel or fs.is_temp(rel.rstrip("/").rsplit("/", 1)[-1]):
+            if not rel or fs.is_temp(rel.rstrip("/").rsplit("/", 1)[-1]) or is_lease_key(rel):
                 continue
             if not recursive and "/" in rel:
                 rel = rel.split("/", 1)[0] + "/"

@@ -9,6 +9,7 @@ guarantee the sync engine relies on; the shared conformance suite
 from __future__ import annotations
 
 import abc
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -76,6 +77,16 @@ class StoreError(Exception):
     """Base class for errors a store raises that are not `FileNotFoundError`/`PermissionError`."""
 
 
+class PreconditionFailed(StoreError):
+    """A conditional write (`ObjectStore.put_if`) whose condition did not hold: the
+    object already existed (a create) or its version had changed (an update)."""
+
+    @classmethod
+    def of(cls, what: str, version: str | None) -> PreconditionFailed:
+        """The error for a refused write of ``what`` conditional on ``version`` (``None``: a create)."""
+        return cls(f"{what}: {'an object exists' if version is None else f'not at version {version} any more'}")
+
+
 class ObjectStore(abc.ABC):
     """A flat namespace of objects in one bucket.
 
@@ -138,6 +149,43 @@ class ObjectStore(abc.ABC):
     def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
         """Start `put` without occupying a thread, like `start_get`; ``None`` by default."""
         return None
+
+    # -- optional capability: conditional writes of small objects ----------------
+
+    #: True when `put_if` is atomic on the server (``If-None-Match``/``If-Match`` and the like).
+    #: A store that leaves it False gets the default `put_if`, a check followed by a write.
+    conditional_put: bool = False
+
+    def put_if(self, key: str, data: bytes, version: str | None = None) -> ObjectMeta:
+        """Store the small payload ``data`` at ``key`` only if a condition holds, like
+        object_store's ``PutMode::Create`` (``version=None``: no object exists at ``key``)
+        and ``PutMode::Update`` (the object's current ``version`` is the given one).
+
+        When `conditional_put` is True the check and the write are one atomic step
+        on the server: of several racing creates exactly one succeeds, and of
+        several racing updates from one version at most one succeeds. A condition
+        that does not hold raises `PreconditionFailed` and changes nothing.
+        Returns the new object's metadata (its ``version`` is the one a later
+        update must name; equal to what `head`, `get` and `list` report).
+
+        A request retried after its response was lost may report `PreconditionFailed`
+        for its own write: a caller that must know reads the object back (the lease
+        does, by its token). Wrappers must never retry `PreconditionFailed`.
+
+        This default (``conditional_put = False``) reads the version with `head`
+        and then writes with `put`: sequential writers are checked, but two
+        writers racing within one round trip may both succeed.
+        """
+        current = self.head(key)
+        if version is None and current is not None:
+            raise PreconditionFailed(f"{key}: an object already exists (version {current.version})")
+        if version is not None and (current is None or current.version != version):
+            found = "no object" if current is None else f"version {current.version}"
+            raise PreconditionFailed(f"{key}: expected version {version}, found {found}")
+        with tempfile.TemporaryDirectory(prefix="pos3-put-if-") as tmp:
+            src = Path(tmp, "data")
+            src.write_bytes(data)
+            return self.put(key, src)
 
     # -- optional capability: paced transfers ----------------------------------
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from filelock import FileLock
-
 from . import local as fs
+from .cachelock import RootLock
 from .executor import DeleteGuard, Operations, Summary, execute
+from .lease import Lease, is_lease_key
 from .patterns import Excluder
 from .planner import Action, Direction, RemoteEntry, Tally, UnsortedListing, plan
 from .state import Record, StateDB
@@ -61,6 +61,8 @@ class Root:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Streams seen listed out of byte order ("remote", or for a `Relay` also "local"): later runs sort them first.
     sorted_streams: set[str] = field(default_factory=set)
+    #: The lease on the remote prefix, held by an upload or sync with remote deletes.
+    lease: Lease | None = None
     #: The local filesystem's naming rules: limits before the first download's listing, then probed in full.
     names: fs.NameRules | None = None
     _probed: bool = False
@@ -84,7 +86,7 @@ class Root:
         """The remote side, sorted by ``rel``; counts raw entries into ``seen[0]``.
 
         Directory markers (keys ending in '/') are entries like files; the
-        root's own marker (the prefix itself) is skipped. A marker with a body
+        root's own marker (the prefix itself) and lease objects are skipped. A marker with a body
         is still a marker: its content is ignored, with one warning per key.
         On download every key must map inside the local root under
         ``self.names``, or
@@ -98,6 +100,8 @@ class Root:
             return
         n = len(self.prefix)
         for meta in self.store.list(self.prefix):
+            if is_lease_key(meta.key):
+                continue
             seen[0] += 1
             rel = meta.key[n:]
             if not rel:
@@ -120,7 +124,8 @@ class Root:
             )
 
     def local_entries(self, direction: Direction, clean_temp: bool = False) -> Iterator[fs.LocalEntry]:
-        return fs.walk(self.local, self.exclude, clean_temp=clean_temp)
+        entries = fs.walk(self.local, self.exclude, clean_temp=clean_temp)
+        return (e for e in entries if not is_lease_key(e.rel))  # never uploaded over a lease
 
     def operations(self, direction: Direction) -> _Side:
         """The side-specific work of ``direction`` (copies, verifies, deletes)."""
@@ -244,7 +249,7 @@ class Root:
                 tally=tally,
             )
 
-        lock = FileLock(self.lock_path, mode=fs.file_mode()) if self.lock_path else contextlib.nullcontext()
+        lock = RootLock(self.lock_path, fs.file_mode()) if self.lock_path else contextlib.nullcontext()
         with self.lock, lock:
             # Nothing is deleted before the whole plan was read; what was copied is recorded.
             return self._sorting_retry(run)
@@ -558,6 +563,8 @@ class _Up(_Side):
     def delete(self, actions: list[Action]) -> None:
         """Delete the keys; then put again each marker of this run that had keys deleted
         inside it (a store may drop a directory with its last object, as file:// does)."""
+        if self.root.lease is not None:
+            self.root.lease.check()  # a writer whose lease was taken over deletes nothing
         self.root.store.delete(self.root.key(a.rel) for a in actions)
         rels = [a.rel for a in actions]  # sorted: the plan's order
         for rel in sorted(self._markers):

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 from pos3.hookspecs import StoreSpec, hookimpl
 from pos3.integrity import IntegrityError, check_md5, retried
 from pos3.local import md5_digest
-from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError, batches
+from pos3.store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError, batches
 
 from ._common import MiB, b64_to_hex, checked_options, network_error, run_all, undeleted, utf8_order, widen_pool
 
@@ -373,6 +373,37 @@ class AzureStore(ObjectStore):
         modified = r.get("last_modified")
         mtime = modified.timestamp() if modified is not None else None
         return ObjectMeta(key, size, _etag(r.get("etag")), mtime, digest.hex())
+
+    conditional_put = True
+
+    def put_if(self, key: str, data: bytes, version: str | None = None) -> ObjectMeta:
+        """One Put Blob with ``If-None-Match: *`` (create) or ``If-Match: <etag>`` (update)."""
+        import hashlib
+
+        from azure.core import MatchConditions
+        from azure.storage.blob import ContentSettings
+
+        md5 = bytearray(hashlib.md5(data, usedforsecurity=False).digest())
+        settings = ContentSettings(content_type="application/octet-stream", content_md5=md5)
+        cond: dict[str, Any] = {"overwrite": False}
+        if version is not None:
+            cond = {"overwrite": True, "etag": f'"{version}"', "match_condition": MatchConditions.IfNotModified}
+        try:
+            r = self.container.get_blob_client(key).upload_blob(
+                data, length=len(data), content_settings=settings, validate_content=True, **cond
+            )
+        except Exception as exc:
+            code = str(getattr(exc, "error_code", None) or "")
+            if (
+                _status(exc) == 412
+                or code in ("BlobAlreadyExists", "ConditionNotMet")
+                or (version is not None and _status(exc) == 404 and not _container_missing(exc))
+            ):
+                raise PreconditionFailed.of(self._url(key), version) from None
+            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+        modified = r.get("last_modified")
+        mtime = modified.timestamp() if modified is not None else None
+        return ObjectMeta(key, len(data), _etag(r.get("etag")), mtime, md5.hex())
 
     @property
     def _concurrency(self) -> int:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from pos3.hookspecs import StoreSpec, hookimpl
 from pos3.integrity import IntegrityError, md5_hex, retried
-from pos3.store import Backend, ObjectMeta, ObjectStore, StoreError, batches
+from pos3.store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError, batches
 
 from ._common import b64_to_hex, checked_options, network_error, run_all, undeleted, widen_pool
 
@@ -294,6 +294,25 @@ class GCSStore(ObjectStore):
             blob.reload(retry=self.retry, timeout=self.timeout)
             if b64_to_hex(blob.md5_hash) != md5:
                 blob.delete(if_generation_match=blob.generation, retry=self.retry, timeout=self.timeout)
+
+    conditional_put = True
+
+    def put_if(self, key: str, data: bytes, version: str | None = None) -> ObjectMeta:
+        """One upload with ``ifGenerationMatch`` (0 for a create, else the generation ``version``)."""
+        from google.api_core.exceptions import PreconditionFailed as Refused
+
+        try:
+            generation = 0 if version is None else int(version)
+        except ValueError:
+            raise PreconditionFailed(f"{self._url(key)}: {version!r} is not a generation") from None
+        blob = self.bucket.blob(key)
+        try:
+            blob.upload_from_string(data, if_generation_match=generation, checksum="md5", retry=self.retry)
+        except Refused:
+            raise PreconditionFailed.of(self._url(key), version) from None
+        except Exception as exc:
+            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+        return _meta(blob, key)
 
     # -- deletes --------------------------------------------------------------
 

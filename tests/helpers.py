@@ -11,10 +11,13 @@ def put(s3, bucket: str, files: dict[str, bytes]) -> None:
 
 
 def remote_tree(s3, bucket: str, prefix: str = "") -> dict[str, bytes]:
-    """Every object under ``prefix`` as {key relative to prefix: content}."""
+    """Every object under ``prefix`` as {key relative to prefix: content}, except the lease
+    objects that a writer with deletes holds while it runs (pos3.lease)."""
     out: dict[str, bytes] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
+            if obj["Key"].rsplit("/", 1)[-1] == ".pos3-lease":
+                continue
             out[obj["Key"][len(prefix) :]] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
     return out
 

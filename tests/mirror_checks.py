@@ -26,10 +26,13 @@ def poll(condition, timeout: float = 30.0, every: float = 0.01):
 
 
 def remote_listing(s3, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
-    """{rel: (size, ETag)} of every object under ``prefix``."""
+    """{rel: (size, ETag)} of every object under ``prefix`` (lease objects aside: a killed
+    writer with deletes leaves its lease until it expires)."""
     out = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
+            if obj["Key"].rsplit("/", 1)[-1] == ".pos3-lease":
+                continue
             out[obj["Key"][len(prefix) :]] = (obj["Size"], obj["ETag"].strip('"'))
     return out
 

@@ -65,7 +65,8 @@ def test_failing_final_upload_raises(cache, s3_server):
 def test_failing_upload_on_error_is_logged_not_raised(cache, caplog, s3, bucket):
     with pytest.raises(Boom), caplog.at_level(logging.ERROR, logger="pos3"):
         with pos3.mirror(cache_root=cache, show_progress=False):
-            out = pos3.upload(f"s3://{bucket}/out", interval=None, sync_on_error=True)
+            # delete=False: no lease object, so the bucket stays empty and can be deleted
+            out = pos3.upload(f"s3://{bucket}/out", interval=None, delete=False, sync_on_error=True)
             s3.delete_bucket(Bucket=bucket)  # gone after registration: the final upload fails
             write(out, {"f": b"1"})
             raise Boom()
@@ -88,7 +89,7 @@ def test_failing_background_upload_is_logged_and_retried(s3, cache, caplog):
     name = "pos3-late-bucket"
     s3.create_bucket(Bucket=name)
     with caplog.at_level(logging.WARNING, logger="pos3"), pos3.mirror(cache_root=cache, show_progress=False):
-        out = pos3.upload(f"s3://{name}/out", interval=0.2)
+        out = pos3.upload(f"s3://{name}/out", interval=0.2, delete=False)  # no lease object: the bucket stays empty
         s3.delete_bucket(Bucket=name)  # an outage after registration
         write(out, {"f": b"1"})
         poll(lambda: "background upload" in caplog.text and name in caplog.text)

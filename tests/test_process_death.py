@@ -9,6 +9,7 @@ run that converges to an exact mirror.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -62,6 +63,15 @@ def mutate(rng: random.Random, files: dict[str, bytes], step: int) -> dict[str, 
     for big in rng.sample(sorted(k for k in new if k.startswith("big/")), 2):
         new[big] = rng.randbytes(len(new[big]))
     return new
+
+
+def _lease_expired(s3, bucket: str, prefix: str) -> bool:
+    """True when no live lease (pos3.lease) is left on ``prefix``."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=prefix + ".pos3-lease")["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return True
+    return json.loads(body)["expires"] < time.time()
 
 
 def assert_remote_is_one_of(listing: dict[str, tuple[int, str]], *versions: dict[str, bytes]) -> None:
@@ -163,7 +173,9 @@ def test_sigkill_during_upload(s3, s3_server, bucket, cache, tmp_path, reliabili
     files = make_tree(rng)
     write(local, files)
     write(local, {f"d1/{TMP_PREFIX}f000.bin.1a2b3c4d": b"leftover of a killed download"})
-    killer = Killer(s3_server.env(), cache, f"s3://{bucket}/out", local, "upload")
+    # A killed upload leaves its lease (pos3.lease) until it expires: a short one lets the next run take it over.
+    env = {**s3_server.env(), "POS3_LEASE_TTL": "0.3"}
+    killer = Killer(env, cache, f"s3://{bucket}/out", local, "upload")
     killer.run(None)  # the first upload, whole
     for step in range(KILLS + 1):
         new = mutate(rng, files, step)
@@ -177,6 +189,7 @@ def test_sigkill_during_upload(s3, s3_server, bucket, cache, tmp_path, reliabili
         }
         killer.landed[progress(remote, files, new)] += killed
         killer.honest += assert_records_honest(cache, local, listing)
+        poll(lambda: _lease_expired(s3, bucket, prefix))  # a killed run's lease (0.3 s) before the next writer
         with pos3.mirror(cache_root=cache, show_progress=False):
             pos3.upload(f"s3://{bucket}/out", local=local, interval=None)
         listing = remote_listing(s3, bucket, prefix)

@@ -165,7 +165,8 @@ def test_log_lines_do_not_repeat_the_logger_name(
     (local / "f.txt").write_text("x")
     with pytest.raises(Boom), caplog.at_level(logging.ERROR, logger="pos3"):
         with pos3.mirror(cache_root=cache, show_progress=False):
-            pos3.upload(f"s3://{bucket}/out/", local, interval=None, sync_on_error=True)
+            # delete=False: no lease object, so the bucket stays empty and can be deleted
+            pos3.upload(f"s3://{bucket}/out/", local, interval=None, delete=False, sync_on_error=True)
             s3.delete_bucket(Bucket=bucket)  # the final upload fails (registration checked the bucket)
             raise Boom
     messages = [r.getMessage() for r in caplog.records if r.name == "pos3"]

@@ -32,13 +32,15 @@ import os
 import secrets
 import shutil
 import stat
+import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..hookspecs import StoreSpec, hookimpl
 from ..local import TMP_PREFIX, UnsafeKeyError, check_rel, is_marker, is_temp, prepare_parent, sort_key
-from ..store import PACE_CHUNK, Backend, ObjectMeta, ObjectStore, Pace, StoreError
+from ..store import PACE_CHUNK, Backend, ObjectMeta, ObjectStore, Pace, PreconditionFailed, StoreError
 
 if TYPE_CHECKING:
     from ..profiles import Profile
@@ -77,6 +79,7 @@ class FileStore(ObjectStore):
 
     def __init__(self, root: Path, down: Pace | None = None, up: Pace | None = None) -> None:
         self.root = root
+        self._update_lock = threading.Lock()  # with the file lock of `put_if`, for threads of this process
         self._down, self._up = down, up
 
     def paced(self, down: Pace | None, up: Pace | None) -> FileStore:
@@ -214,6 +217,59 @@ class FileStore(ObjectStore):
                 raise
             return tmp
         raise AssertionError("unreachable")
+
+    conditional_put = True
+
+    def put_if(self, key: str, data: bytes, version: str | None = None) -> ObjectMeta:
+        """A create links a complete temporary file to the key (``link`` fails if the key exists);
+        an update locks the current file (``flock``, which Linux maps to POSIX locks on NFS),
+        checks its version and that it is still the key's file, and renames over it.
+        Atomic against other `put_if` calls, not against a plain `put` racing an update."""
+        path = self._path(key)
+        self._check_bucket()
+        with tempfile.TemporaryDirectory(prefix="pos3-put-if-") as scratch:
+            src = Path(scratch, "data")
+            src.write_bytes(data)
+            tmp = self._write_temp(key, path, src)
+        try:
+            st = self._create(key, path, tmp) if version is None else self._update(key, path, tmp, version)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return _meta(key, st)
+
+    def _create(self, key: str, path: Path, tmp: str) -> os.stat_result:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if path.is_dir():
+                raise StoreError(f"Cannot store {self._url(key)}: objects have keys under {key + '/'!r}") from None
+            raise PreconditionFailed.of(self._url(key), None) from None
+        return os.stat(path)
+
+    def _update(self, key: str, path: Path, tmp: str, version: str) -> os.stat_result:
+        changed = PreconditionFailed.of(self._url(key), version)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise changed from None
+        try:
+            with self._update_lock:
+                import fcntl  # POSIX only; here rather than at import, which other systems also do
+
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                st = os.fstat(fd)
+                try:
+                    now = os.stat(path)
+                except FileNotFoundError:
+                    raise changed from None
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or _meta(key, st).version != version:
+                    raise changed
+                new = _advance_mtime(tmp, path)
+                os.replace(tmp, path)
+                return new
+        finally:
+            os.close(fd)
 
     def delete(self, keys: Iterable[str]) -> None:
         self._check_bucket()

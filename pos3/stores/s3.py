@@ -36,7 +36,7 @@ from ..integrity import (
     retried_async,
     then_on,
 )
-from ..store import PACE_CHUNK, Backend, ObjectMeta, ObjectStore, Pace, StoreError, batches
+from ..store import PACE_CHUNK, Backend, ObjectMeta, ObjectStore, Pace, PreconditionFailed, StoreError, batches
 from .s3_crt import EmptyObject, ListPage, md5_from_etag
 
 if TYPE_CHECKING:
@@ -483,6 +483,23 @@ class S3Store(ObjectStore):
             raise
         return r["ETag"].strip('"')
 
+    conditional_put = True
+
+    def put_if(self, key: str, data: bytes, version: str | None = None) -> ObjectMeta:
+        """One PutObject with ``If-None-Match: *`` (create) or ``If-Match: "<etag>"`` (update)."""
+        md5 = hashlib.md5(data, usedforsecurity=False)
+        cond = {"IfNoneMatch": "*"} if version is None else {"IfMatch": f'"{version}"'}
+        try:
+            r = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentMD5=base64.b64encode(md5.digest()).decode(), **cond
+            )
+        except Exception as exc:
+            if _precondition_failed(exc):
+                raise PreconditionFailed.of(self._url(key), version) from None
+            raise _map_error(exc, f"Uploading {self._url(key)}") from exc
+        etag = r["ETag"].strip('"')
+        return ObjectMeta(key, len(data), etag, None, md5_from_etag(etag))
+
     def _check_uploaded(self, key: str, src: Path, meta: ObjectMeta) -> None:
         """Compare a multipart upload's ETag with the file's; a mismatch deletes the bad
         object (unless rewritten meanwhile) and raises `IntegrityError`."""
@@ -512,6 +529,17 @@ class S3Store(ObjectStore):
         if errors:
             detail = "; ".join(f"{e.get('Key')}: {e.get('Code')}" for e in errors[:10])
             raise StoreError(f"Could not delete {len(errors)} objects from s3://{self.bucket}: {detail}")
+
+
+def _precondition_failed(exc: Exception) -> bool:
+    """True for a conditional write's refusal: 412, or 409 ConditionalRequestConflict (a concurrent one won)."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
 
 
 def _multipart(etag: str) -> bool:

@@ -37,6 +37,7 @@ import hashlib
 import itertools
 import os
 import secrets
+import socket
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ import pytest
 
 import pos3
 
+from ..lease import LEASE_NAME, Lease, LeaseConflict
 from ..profiles import Profile
-from ..store import PACE_CHUNK, ObjectMeta, ObjectStore, StoreError
+from ..store import PACE_CHUNK, ObjectMeta, ObjectStore, PreconditionFailed, StoreError
 from ..urls import parse
 from ..wrappers.throttle import ThrottledStore, TokenBucket
 from .faultproxy import FaultProxy
@@ -664,6 +666,83 @@ class StoreConformance:
             path = pos3.download(remote.url(), profile=remote.target.profile)
         assert local_tree(path) == {name: b"long"}
 
+    # -- conditional writes (put_if) and leases -------------------------------
+
+    def test_put_if_create(self, remote: Remote) -> None:
+        meta = remote.store.put_if(remote.key("lease"), b"first")
+        head = remote.store.head(remote.key("lease"))
+        assert head is not None and head.version == meta.version and head.size == 5
+        with pytest.raises(PreconditionFailed):
+            remote.store.put_if(remote.key("lease"), b"second")
+        assert remote.read("lease") == b"first"
+
+    def test_put_if_update_needs_the_current_version(self, remote: Remote) -> None:
+        first = remote.store.put_if(remote.key("lease"), b"first")
+        second = remote.store.put_if(remote.key("lease"), b"second", first.version)
+        assert second.version != first.version
+        assert remote.get("lease")[0].version == second.version
+        with pytest.raises(PreconditionFailed):
+            remote.store.put_if(remote.key("lease"), b"stale", first.version)  # same size, old version
+        with pytest.raises(PreconditionFailed):
+            remote.store.put_if(remote.key("missing"), b"x", second.version)
+        assert remote.tree() == {"lease": b"second"}
+
+    def test_put_if_racing_creates_have_one_winner(self, remote: Remote) -> None:
+        if not remote.store.conditional_put:
+            pytest.skip("the store declares no atomic conditional writes (conditional_put = False)")
+        writers = 8
+        for round_ in range(5):
+            key = remote.key(f"race-{round_}")
+
+            def create(i: int, key: str = key) -> bytes | None:
+                try:
+                    remote.store.put_if(key, f"writer {i}".encode())
+                    return f"writer {i}".encode()
+                except PreconditionFailed:
+                    return None
+
+            with ThreadPoolExecutor(writers) as pool:
+                wins = [w for w in pool.map(create, range(writers)) if w is not None]
+            assert len(wins) == 1, f"{len(wins)} of {writers} racing creates succeeded"
+            assert remote.read(f"race-{round_}") == wins[0]
+
+    def test_put_if_racing_updates_have_at_most_one_winner(self, remote: Remote) -> None:
+        if not remote.store.conditional_put:
+            pytest.skip("the store declares no atomic conditional writes (conditional_put = False)")
+        writers = 8
+        version = remote.store.put_if(remote.key("lease"), b"start").version
+
+        def update(i: int) -> bytes | None:
+            try:
+                remote.store.put_if(remote.key("lease"), f"writer {i}".encode(), version)
+                return f"writer {i}".encode()
+            except PreconditionFailed:
+                return None
+
+        with ThreadPoolExecutor(writers) as pool:
+            wins = [w for w in pool.map(update, range(writers)) if w is not None]
+        assert len(wins) <= 1, f"{len(wins)} of {writers} racing updates from one version succeeded"
+        assert remote.read("lease") == (wins[0] if wins else b"start")
+
+    def test_lease_excludes_a_second_writer_and_stays_out_of_sight(
+        self, remote: Remote, cache_root: Path, tmp_path: Path
+    ) -> None:
+        remote.put("data/kept.txt", b"k")
+        local = tmp_path / "up"
+        (local / "data").mkdir(parents=True)
+        (local / "data" / "kept.txt").write_bytes(b"k")
+        with self.mirror(cache_root) as m:
+            m.upload(remote.url(), local, interval=None, delete=True, profile=remote.target.profile)
+            assert remote.store.head(remote.key(LEASE_NAME)) is not None
+            for prefix in (remote.prefix, remote.key("data/")):  # the same prefix, and one inside it
+                with pytest.raises(LeaseConflict, match=socket.gethostname()):
+                    Lease.acquire(remote.store, prefix, remote.url())
+            assert m.ls(remote.url(), recursive=True, profile=remote.target.profile) == [remote.url("data/kept.txt")]
+        assert remote.keys() == ["data/kept.txt"]  # released at exit; the sync deleted nothing else
+        with self.mirror(cache_root) as m:
+            down = m.download(remote.url(), profile=remote.target.profile)
+            assert sorted(p.name for p in down.rglob("*")) == ["data", "kept.txt"]
+
 
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -694,6 +773,8 @@ class AccessControlConformance:
             denied.get(remote.key("secret.txt"), remote.scratch_file())
         with pytest.raises(PermissionError):
             denied.put(remote.key("new.txt"), remote.scratch_file(b"n"))
+        with pytest.raises(PermissionError):
+            denied.put_if(remote.key("new.txt"), b"n")
         with pytest.raises(PermissionError):
             denied.delete([remote.key("secret.txt")])
         assert remote.tree() == {"secret.txt": b"s"}

@@ -174,3 +174,31 @@ def seaweedfs(workdir: str | os.PathLike[str] | None = None) -> Iterator[S3Serve
                 sock.unlink(missing_ok=True)
         if owned:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def moto_binary() -> str:
+    """The ``moto_server`` entry point of ``moto[server]`` (or on PATH)."""
+    cand = Path(sys.executable).parent / "moto_server"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("moto_server")
+    if not found:
+        raise RuntimeError('moto is not installed: pip install "moto[server]"')
+    return found
+
+
+@contextlib.contextmanager
+def moto(workdir: str | os.PathLike[str] | None = None) -> Iterator[S3Server]:
+    """Run moto's S3 server on loopback (in memory; it checks no signatures): a second S3 implementation."""
+    owned = workdir is None
+    d = Path(workdir or tempfile.mkdtemp(prefix="pos3-moto-"))
+    d.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    try:
+        with run_process(
+            [moto_binary(), "-H", "127.0.0.1", "-p", str(port)], d / "moto.log", f"http://127.0.0.1:{port}/moto-api/"
+        ):
+            yield S3Server(f"http://127.0.0.1:{port}", ACCESS_KEY, SECRET_KEY, PUBLIC_BUCKET, d)
+    finally:
+        if owned:
+            shutil.rmtree(d, ignore_errors=True)

@@ -23,6 +23,7 @@ class WrappedStore(ObjectStore):
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
         self.delete_batch_size = inner.delete_batch_size
+        self.conditional_put = inner.conditional_put
 
     def list(self, prefix: str) -> Iterator[ObjectMeta]:
         return self.inner.list(prefix)
@@ -38,6 +39,9 @@ class WrappedStore(ObjectStore):
 
     def delete(self, keys: Iterable[str]) -> None:
         self.inner.delete(keys)
+
+    def put_if(self, key: str, data: bytes, version: str | None = None) -> ObjectMeta:
+        return self.inner.put_if(key, data, version)
 
     def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
         return self.inner.start_get(key, dest, size)

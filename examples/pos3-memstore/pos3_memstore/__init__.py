@@ -15,11 +15,11 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pos3 import Backend, ObjectMeta, ObjectStore, Profile, StoreSpec, hookimpl
+from pos3 import Backend, ObjectMeta, ObjectStore, PreconditionFailed, Profile, StoreSpec, hookimpl
 
 #: Keys one listing page returns.
 PAGE = 1000
@@ -119,12 +119,27 @@ class MemStore(ObjectStore):
         return obj.meta
 
     def put(self, key: str, src: Path) -> ObjectMeta:
+        return self._store(key, src.read_bytes(), lambda current: None)
+
+    conditional_put = True
+
+    def put_if(self, key: str, data: bytes, version: str | None = None) -> ObjectMeta:
+        """Check and write under the bucket's lock: atomic, like a server's ``If-Match``."""
+
+        def check(current: _Object | None) -> None:
+            found = current.meta.version if current is not None else None
+            if found != version:
+                raise PreconditionFailed.of(f"mem://{self.bucket}/{key}", version)
+
+        return self._store(key, data, check)
+
+    def _store(self, key: str, data: bytes, check: Callable[[_Object | None], None]) -> ObjectMeta:
         key.encode("utf-8")  # a key must be valid UTF-8
         b = _bucket(self.bucket)
-        data = src.read_bytes()
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         meta = ObjectMeta(key, len(data), str(next(_versions)), time.time(), md5)
         with b.lock:
+            check(b.objects.get(key))
             if key not in b.objects:
                 bisect.insort(b.keys, key)
             b.objects[key] = _Object(data, meta)
