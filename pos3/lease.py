@@ -16,7 +16,11 @@ version last written (``If-Match``), and deleted when the registration ends.
   visible, so at least the later one sees the earlier.
 * Expiry: a lease not renewed for `ttl` seconds (the holder was killed) is
   taken over by a conditional update of the version read; of several writers
-  taking it over at once, exactly one succeeds. Expiry compares the holder's
+  taking it over at once, exactly one succeeds. A lease whose holder is known
+  to be dead is taken over at once, without waiting for expiry: on Linux a
+  lease records the host's boot id, the holder's PID namespace and its process
+  start time, so a writer on the same host and namespace sees that the holder's
+  process is gone (a job restarted after a crash or SIGKILL on the same host). Expiry compares the holder's
   wall clock with the reader's: hosts must agree on the time within a
   fraction of `ttl`.
 * A holder that finds its lease taken over (renewals failed for a whole
@@ -88,6 +92,28 @@ def ttl_from_env() -> float:
     return ttl
 
 
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _identity(pid: int) -> tuple[str, str, str]:
+    """(boot id, PID namespace, start time) of process ``pid`` on Linux; '' for what is unknown
+    (the start time is '' when no such process exists)."""
+    boot = _read_text("/proc/sys/kernel/random/boot_id")
+    try:
+        pidns = str(os.stat(f"/proc/{os.getpid()}/ns/pid").st_ino)
+    except OSError:
+        pidns = ""
+    stat = _read_text(f"/proc/{pid}/stat")
+    fields = stat.rsplit(")", 1)[-1].split()
+    started = fields[19] if len(fields) > 19 else ""  # field 22 of /proc/PID/stat: start time in ticks
+    return boot, pidns, started
+
+
 def _when(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -102,6 +128,11 @@ class Holder:
     token: str
     since: float
     expires: float
+    #: Where and which process: the host's boot id, the PID namespace and the process start time
+    #: (Linux; empty elsewhere). They let a writer on the same host tell that the holder is gone.
+    boot: str = ""
+    pidns: str = ""
+    started: str = ""
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -116,7 +147,20 @@ class Holder:
             str(fields["token"]),
             float(fields["since"]),
             float(fields["expires"]),
+            str(fields.get("boot", "")),
+            str(fields.get("pidns", "")),
+            str(fields.get("started", "")),
         )
+
+    def live(self, now: float) -> bool:
+        """Not expired, and not a process of this host and namespace that is gone."""
+        return self.expires > now and not self._gone()
+
+    def _gone(self) -> bool:
+        here = _identity(os.getpid())
+        if not self.boot or (self.boot, self.pidns) != (here[0], here[1]) or self.host != socket.gethostname():
+            return False  # another host or namespace: only expiry tells
+        return _identity(self.pid)[2] != self.started  # the pid is free, or reused by another process
 
     def describe(self) -> str:
         return (
@@ -151,7 +195,10 @@ class Lease:
         self.key = lease_key(prefix)
         self.ttl = ttl if ttl is not None else ttl_from_env()
         now = time.time()
-        self.holder = Holder(url, socket.gethostname(), os.getpid(), secrets.token_hex(16), now, now + self.ttl)
+        boot, pidns, started = _identity(os.getpid())
+        self.holder = Holder(
+            url, socket.gethostname(), os.getpid(), secrets.token_hex(16), now, now + self.ttl, boot, pidns, started
+        )
         self.version: str | None = None
         self.lost: str | None = None  # why the lease was lost, once it was
         self._lock = threading.Lock()  # one write of the lease object at a time
@@ -220,13 +267,14 @@ class Lease:
             if other.token == self.holder.token:
                 self.version = version  # a retried request of ours had succeeded
                 return
-            if other.expires > time.time():
+            if other.live(time.time()):
                 raise self._conflict(other)
             try:
                 self._write(version)
             except PreconditionFailed:
                 continue  # another writer took it over first: look again
-            log.warning("took over the expired lease of %s (%s)", self.holder.url, other.describe())
+            why = "expired" if other.expires <= time.time() else "left by a process that is gone"
+            log.warning("took over the %s lease of %s (%s)", why, self.holder.url, other.describe())
             return
         raise LeaseConflict(f"Cannot take the lease on {self.holder.url}: other writers keep changing it")
 
@@ -248,7 +296,7 @@ class Lease:
             except PermissionError:
                 log.debug("cannot read %s to check for overlapping leases", key)
                 continue
-            if found is not None and found[0].token != self.holder.token and found[0].expires > now:
+            if found is not None and found[0].token != self.holder.token and found[0].live(now):
                 raise self._conflict(found[0])
 
     def _renew_loop(self) -> None:

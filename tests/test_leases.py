@@ -15,14 +15,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 import pos3
 from pos3 import LeaseConflict, ObjectStore, Profile
-from pos3.lease import LEASE_NAME, TTL_ENV, Holder, is_lease_key, lease_key, read
+from pos3.lease import LEASE_NAME, TTL_ENV, Holder, Lease, is_lease_key, lease_key, read
 from pos3.plugins import store_spec
 from pos3.testing.servers import moto
 from pos3.urls import parse
@@ -83,6 +83,15 @@ class Where:
         """The holder named by the lease object of prefix ``rel``, if there is one."""
         found = read(self.store, lease_key(self.key(rel)))
         return found[0] if found is not None else None
+
+    def move_holder_to_another_host(self, rel: str) -> Holder:
+        """Rewrite the lease of ``rel`` as a lease of the same holder on another machine
+        (another host name and boot id), the way a lease of a job on another node reads."""
+        found = read(self.store, lease_key(self.key(rel)))
+        assert found is not None
+        elsewhere = replace(found[0], host="another-node", boot="another-boot-id")
+        self.store.put_if(lease_key(self.key(rel)), elsewhere.encode(), found[1])
+        return elsewhere
 
 
 def _s3_where(name: str, server, bucket: str) -> Where:
@@ -248,7 +257,8 @@ def test_upload_without_deletes_needs_no_lease(where: Where, tmp_path: Path, pro
 
 
 @pytest.mark.reliability(
-    "A SIGKILLed holder's lease blocks until it expires, then is taken over ({where})", group="Leases"
+    "A SIGKILLed holder's lease on another host blocks until it expires, then is taken over ({where})",
+    group="Leases",
 )
 def test_killed_holders_lease_is_taken_over_after_expiry(
     where: Where, tmp_path: Path, processes: list[Process], monkeypatch: pytest.MonkeyPatch, caplog
@@ -257,8 +267,8 @@ def test_killed_holders_lease_is_taken_over_after_expiry(
     monkeypatch.setenv(TTL_ENV, str(ttl))
     holder = _hold(where, "job/", tmp_path, processes)
     holder.kill()  # no release: the lease object stays behind
-    left = where.holder("job/")
-    assert left is not None and left.pid == holder.proc.pid
+    left = where.move_holder_to_another_host("job/")  # from here, nothing tells that the holder is gone
+    assert left.pid == holder.proc.pid
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "mine.txt").write_bytes(b"mine")
@@ -272,6 +282,37 @@ def test_killed_holders_lease_is_taken_over_after_expiry(
         assert now is not None and now.pid == os.getpid() and now.token != left.token
     assert "took over the expired lease" in caplog.text
     assert where.keys() == ["job/mine.txt"]  # uploaded, and the lease released
+
+
+@pytest.mark.reliability(
+    "A job restarted on the same host takes over the lease its killed run left, at once ({where})", group="Leases"
+)
+def test_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(
+    where: Where, tmp_path: Path, processes: list[Process], caplog
+) -> None:
+    holder = _hold(where, "job/", tmp_path, processes)  # the default lease time: 10 minutes
+    holder.kill()  # no release: the lease object stays behind, far from expiry
+    left = where.holder("job/")
+    assert left is not None and left.pid == holder.proc.pid and left.expires > time.time() + 60
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "mine.txt").write_bytes(b"mine")
+    with caplog.at_level("WARNING", logger="pos3"), _mirror(tmp_path) as m:
+        m.upload(where.url("job/"), mine, interval=None, delete=True, profile=where.profile)
+        now = where.holder("job/")
+        assert now is not None and now.pid == os.getpid() and now.token != left.token
+    assert "left by a process that is gone" in caplog.text
+    assert where.keys() == ["job/mine.txt"]
+
+
+def test_a_live_process_on_this_host_is_not_gone() -> None:
+    """A lease of this very process, or of a pid reused by another process, is judged by /proc."""
+    me = Lease(None, "p/", "s3://b/p/", ttl=60).holder  # type: ignore[arg-type] # no request is made
+    assert me.boot and me.started  # Linux: the identity is recorded
+    assert me.live(time.time())
+    assert not replace(me, started="1").live(time.time())  # the pid now belongs to another process
+    assert replace(me, host="another-node", started="1").live(time.time())  # another host: expiry only
+    assert not replace(me, expires=time.time() - 1).live(time.time())
 
 
 @pytest.mark.reliability(
