@@ -6,6 +6,8 @@ upload runs at the block's exit) of ``url``, and prints one JSON line::
 
     {"pid": ..., "seconds": ..., "seconds_call": ..., "counts": {...}, "files": {rel: md5}}
 
+``seconds_call``: from the start to the call's return; ``seconds``: to the block's exit.
+
 A rank that reused another's completed download made no ``list`` call.
 
 ``files`` is the local tree as the rank saw it when its call returned (read
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=16)
     args = parser.parse_args(argv)
     if args.go:
+        Path(f"{args.go}.{os.getpid()}.ready").touch()
         _wait_for(Path(args.go), time.monotonic() + 120)
     counters: list[CountingStore] = []
 
@@ -66,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         inner = m.resolver.wrap
         m.resolver.wrap = lambda s: wrap(inner(s) if inner else s)
         path = m.download(args.url) if args.verb == "download" else m.sync(args.url, interval=None)
-        files = _tree(path)
         seconds_call = time.monotonic() - start
+        files = _tree(path)
     counts: dict[str, int] = {}
     for c in counters:
         for verb, n in c.counts.items():
