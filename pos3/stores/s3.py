@@ -94,7 +94,7 @@ def _throttling_not_retried(client: Any, max_attempts: int) -> None:
         http = response[0] if response else None
         if http is not None and getattr(http, "status_code", None) in (429, 503):
             return None
-        return handler.needs_retry(**kwargs)  # type: ignore[no-any-return]
+        return handler.needs_retry(**kwargs)
 
     events.register("needs-retry.s3", needs_retry, unique_id=uid)
 
