@@ -5,8 +5,9 @@ second to SeaweedFS and answers the rest 503 SlowDown with ``Retry-After``.
 ``POS3_COLDSTART_CLIENTS`` (default 6; the issue's scenario is 16) client
 processes, started together, each download a prefix into their own cache.
 Every client completes (none gives up), and the time from the start signal
-to the last client's end stays within 1.5x the ideal: the requests the
-server admitted divided by the admitted rate.
+to the last client's end stays within 1.5x the ideal (the requests the
+server admitted divided by the admitted rate) plus the time the same
+clients take with no limit.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_many_processes import _fill
@@ -32,11 +34,11 @@ FILES = 80
 RATE = 40.0  # admitted requests per second
 
 
-def _start(n: int, url: str, tmp: Path, env: dict[str, str], go: Path) -> list[subprocess.Popen[bytes]]:
+def _start(n: int, url: str, caches: Path, env: dict[str, str], go: Path) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i in range(n):
         args = [sys.executable, "-m", "pos3.testing.ranks", "download", url]
-        args += ["--cache", str(tmp / f"cache{i}"), "--go", str(go), "--workers", "16"]
+        args += ["--cache", str(caches / f"cache{i}"), "--go", str(go), "--workers", "16"]
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     return procs
 
@@ -49,26 +51,36 @@ def _ready(procs: list[subprocess.Popen[bytes]], go: Path, deadline: float) -> N
         time.sleep(0.05)
 
 
+def _run(n: int, url: str, tmp: Path, env: dict[str, str], name: str) -> tuple[float, list[dict[str, Any]]]:
+    """Start ``n`` clients, each into its own fresh cache; seconds from the start signal to the last
+    client's end, and their reports. A client that gives up fails the test."""
+    go = tmp / name
+    procs = _start(n, url, tmp / f"{name}-caches", env, go)
+    _ready(procs, go, time.monotonic() + 60 + 5 * n)
+    began = time.monotonic()
+    go.touch()
+    reports = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, f"a client gave up: {stderr.decode()[-2000:]}"
+        reports.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    return time.monotonic() - began, reports
+
+
 @pytest.mark.reliability(
     "Clients started at once behind a rate limit all complete near its pace (S3)", group="Many processes"
 )
 def test_cold_start_under_a_rate_limit(s3, bucket, s3_server, tmp_path, reliability) -> None:
+    """The bound is 1.5 x the ideal plus what the same clients take with no limit at all (measured
+    first): on a loaded machine the clients' own work is not the store's pacing."""
     expected = _fill(s3, bucket, "cold/", FILES)
+    url = f"s3://{bucket}/cold"
     with FaultProxy(s3_server.endpoint, flavour="s3") as proxy:
         env = {**os.environ, **s3_server.env(), "AWS_ENDPOINT_URL": proxy.endpoint, "POS3_THROTTLE_DEADLINE": "120"}
-        go = tmp_path / "go"
-        procs = _start(CLIENTS, f"s3://{bucket}/cold", tmp_path, env, go)
-        _ready(procs, go, time.monotonic() + 60 + 5 * CLIENTS)
+        unlimited, _ = _run(CLIENTS, url, tmp_path, env, "free")
         rule = proxy.set("ratelimit", per_second=RATE, burst=RATE, retry_after=1)
         before = proxy.requests
-        began = time.monotonic()
-        go.touch()
-        reports = []
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=600)
-            assert p.returncode == 0, f"a client gave up: {stderr.decode()[-2000:]}"
-            reports.append(json.loads(stdout.decode().strip().splitlines()[-1]))
-        elapsed = time.monotonic() - began
+        elapsed, reports = _run(CLIENTS, url, tmp_path, env, "limited")
         refused = rule.fired
         admitted = proxy.requests - before - refused
     reliability.runs(1)
@@ -76,8 +88,11 @@ def test_cold_start_under_a_rate_limit(s3, bucket, s3_server, tmp_path, reliabil
         assert r["files"] == expected
     assert refused > 0, "the rate limit never bit: the scenario tested nothing"
     ideal = admitted / RATE
-    print(f"coldstart: {CLIENTS} clients, {admitted} admitted, {refused} refused, {elapsed:.2f}s, ideal {ideal:.2f}s")
-    assert elapsed <= 1.5 * ideal, f"{elapsed:.1f}s for {admitted} admitted requests ({refused} refused)"
+    print(
+        f"coldstart: {CLIENTS} clients, {admitted} admitted, {refused} refused, {elapsed:.2f}s, "
+        f"ideal {ideal:.2f}s, unlimited {unlimited:.2f}s"
+    )
+    assert elapsed <= 1.5 * ideal + unlimited, f"{elapsed:.1f}s for {admitted} admitted requests ({refused} refused)"
 
 
 # -- the pieces: policy, wrapper, rate limit ---------------------------------------

@@ -78,22 +78,27 @@ def _code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
-def _throttling_not_retried(client: Any, max_attempts: int) -> None:
-    """Let botocore's standard retries (full jitter, capped at 20 s) handle every error but throttling
-    (429/503), which `_map_error` raises at once as `Throttled` for `pos3.wrappers.backoff` to pace:
-    that policy honours ``Retry-After`` and has no attempt limit nor retry quota to exhaust."""
+def _throttling_paced(client: Any, max_attempts: int) -> None:
+    """Let botocore's standard retries (full jitter, capped at 20 s, with a retry quota) handle every
+    error but throttling (429/503), which is retried up to ``max_attempts`` with pos3's policy
+    (`pos3.wrappers.backoff.Backoff`: ``Retry-After`` honoured, else full jitter) and no quota; beyond
+    that `_map_error` raises `Throttled`, which the mirror's `BackoffStore` keeps pacing."""
     from botocore.retries import standard
+
+    from ..wrappers.backoff import Backoff
 
     events, uid = client.meta.events, "retry-config-s3"
     events.unregister("needs-retry.s3", unique_id=uid)
     handler = standard.register_retry_handler(client, max_attempts)  # botocore's own, re-created
     events.unregister("needs-retry.s3", unique_id=uid)
+    policy = Backoff.from_env()
 
     def needs_retry(**kwargs: Any) -> float | None:
         response = kwargs.get("response")
         http = response[0] if response else None
         if http is not None and getattr(http, "status_code", None) in (429, 503):
-            return None
+            attempts = int(kwargs.get("attempts") or 1)
+            return None if attempts >= max_attempts else policy.delay(attempts - 1, retry_after(http.headers))
         return handler.needs_retry(**kwargs)
 
     events.register("needs-retry.s3", needs_retry, unique_id=uid)
@@ -209,7 +214,7 @@ class S3Backend(Backend):
         if opts:
             raise ValueError(f"Unknown S3 profile options: {', '.join(sorted(opts))}")
         self.client = session.client("s3", **kwargs)
-        _throttling_not_retried(self.client, self.max_attempts)
+        _throttling_paced(self.client, self.max_attempts)
         self.max_workers = max_workers
         # Checksums of native downloads are computed here, not on the CRT's event-loop threads.
         self.verifier = ThreadPoolExecutor(max_workers=max(2, max_workers), thread_name_prefix="pos3-s3-verify")

@@ -71,6 +71,10 @@ class BackoffStore(WrappedStore):
         self.policy = policy or Backoff.from_env()
         self._sleep = sleep
 
+    def __getattr__(self, name: str) -> object:
+        """Anything else (a backend's ``client``, ``bucket``...) is the inner store's."""
+        return getattr(self.inner, name)
+
     def _retrying(self, call: Callable[[], T]) -> T:
         waited = 0.0
         attempt = 0
