@@ -107,6 +107,8 @@ class Summary:
     verified: int = 0
     deleted: int = 0
     failures: list[tuple[str, BaseException]] = field(default_factory=list)
+    #: Set when another process completed the same sync while this one waited (see `pos3.handoff`).
+    satisfied_by: str | None = None
 
 
 @dataclass

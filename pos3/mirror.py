@@ -44,6 +44,7 @@ from .state import StateDB, state_path
 from .store import ObjectStore
 from .sync import Root
 from .urls import RemoteURL
+from .wrappers.backoff import BackoffStore
 from .wrappers.throttle import TokenBucket, throttled
 
 log = logging.getLogger("pos3")
@@ -106,7 +107,9 @@ class Mirror:
         # One bucket per direction, shared by every store of this mirror.
         up = TokenBucket(max_upload_bytes_per_second) if max_upload_bytes_per_second is not None else None
         down = TokenBucket(max_download_bytes_per_second) if max_download_bytes_per_second is not None else None
-        self.resolver = Resolver(self.cache_root, max_workers, default_profile, wrap=lambda s: throttled(s, down, up))
+        self.resolver = Resolver(
+            self.cache_root, max_workers, default_profile, wrap=lambda s: BackoffStore(throttled(s, down, up))
+        )
         self.default_profile = self.resolver.default_profile
         self._lock = threading.RLock()
         self._registrations: list[Registration] = []

@@ -87,6 +87,29 @@ class PreconditionFailed(StoreError):
         return cls(f"{what}: {'an object exists' if version is None else f'not at version {version} any more'}")
 
 
+class Throttled(StoreError):
+    """The service asked to slow down (HTTP 503/429, ``SlowDown``, ``ServerBusy``) beyond the SDK's
+    own retries; ``retry_after`` is the seconds its ``Retry-After`` asked for, if it sent one.
+    `pos3.wrappers.backoff.BackoffStore` retries these."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(headers: Any) -> float | None:
+    """The seconds a ``Retry-After`` (or S3's ``x-amz-retry-after``, in ms) header asks for, if any.
+    ``headers``: a mapping or a list of pairs; names compared case-insensitively."""
+    items = headers.items() if hasattr(headers, "items") else headers or ()
+    found = {str(k).lower(): str(v) for k, v in items}
+    for name, scale in (("retry-after", 1.0), ("x-amz-retry-after", 0.001)):
+        try:
+            return max(0.0, float(found[name]) * scale)
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
 class ObjectStore(abc.ABC):
     """A flat namespace of objects in one bucket.
 

@@ -27,6 +27,7 @@ from . import local as fs
 from .cachelock import RootLock
 from .executor import DeleteGuard, Operations, Summary, execute
 from .lease import Lease, is_lease_key
+from .handoff import Turns
 from .patterns import Excluder
 from .planner import Action, Direction, RemoteEntry, Tally, UnsortedListing, plan
 from .state import Record, StateDB
@@ -229,8 +230,10 @@ class Root:
         """Make the destination match the source: `plan`, then `execute`.
 
         One run at a time per root in this process, and per local path across
-        processes (``lock_path``): ranks of one job sharing a cache take turns,
-        and the later ones find the work done. A download of a remote with no
+        processes (``lock_path``): ranks of one job sharing a cache take turns.
+        A process that waited while another completed the same sync, from a
+        listing taken after this one asked, returns that result without
+        listing again (`Summary.satisfied_by`; see `pos3.handoff`). A download of a remote with no
         objects raises `FileNotFoundError` (or, with ``missing_ok``, does
         nothing) and deletes nothing. A local path of the wrong kind (a file
         for a prefix, a directory for one object) raises before any transfer;
@@ -249,10 +252,26 @@ class Root:
                 tally=tally,
             )
 
+        turns = Turns(self.lock_path) if self.lock_path else None
+        asked = turns.ask() if turns else 0
+        identity = self._identity(direction, delete, missing_ok, guard)
         lock = RootLock(self.lock_path, fs.file_mode()) if self.lock_path else contextlib.nullcontext()
         with self.lock, lock:
+            if turns is None:
+                return self._sorting_retry(run)
+            done = turns.reusable(identity, asked)
+            if done is not None:  # another process synced the same, from a listing taken after we asked
+                log.info("%s: completed by %s while this process waited", self.label(direction), done)
+                return Summary(satisfied_by=str(done))
+            generation = turns.start()
             # Nothing is deleted before the whole plan was read; what was copied is recorded.
-            return self._sorting_retry(run)
+            summary = self._sorting_retry(run)
+            turns.complete(identity, generation)
+            return summary
+
+    def _identity(self, direction: Direction, delete: bool, missing_ok: bool, guard: DeleteGuard | None) -> str:
+        """What makes two syncs of this root interchangeable (see `pos3.handoff`)."""
+        return repr((direction.value, str(self.state.path), delete, missing_ok, self.exclude.patterns, guard))
 
     def preview(
         self, direction: Direction, *, delete: bool, missing_ok: bool = False, guard: DeleteGuard | None = None

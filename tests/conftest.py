@@ -32,6 +32,8 @@ def _aws_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tm
             monkeypatch.delenv(var)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    # A service answering "slow down" for good fails a call after 5 s of backoff (not the default 120 s).
+    monkeypatch.setenv("POS3_THROTTLE_DEADLINE", "5")
     if "s3_server" in request.fixturenames:
         server: S3Server = request.getfixturevalue("s3_server")
         for k, v in server.env().items():

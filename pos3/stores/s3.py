@@ -36,7 +36,18 @@ from ..integrity import (
     retried_async,
     then_on,
 )
-from ..store import PACE_CHUNK, Backend, ObjectMeta, ObjectStore, Pace, PreconditionFailed, StoreError, batches
+from ..store import (
+    PACE_CHUNK,
+    Backend,
+    ObjectMeta,
+    ObjectStore,
+    Pace,
+    PreconditionFailed,
+    StoreError,
+    Throttled,
+    batches,
+    retry_after,
+)
 from .s3_crt import EmptyObject, ListPage, md5_from_etag
 
 if TYPE_CHECKING:
@@ -57,6 +68,8 @@ RANGE_PART = 32 * MiB
 #: S3 returns at most this many keys a page; a "last" page this full is re-checked.
 LIST_PAGE = 1000
 #: Error codes saying the bytes the server received do not match the checksum sent with them.
+#: Answers that mean "slow down" (retried by `pos3.wrappers.backoff.BackoffStore`).
+THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"})
 INTEGRITY_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch"})
 #: Error codes of a missing bucket / of a missing object.
 MISSING_BUCKET = "NoSuchBucket"
@@ -75,6 +88,32 @@ def _code(exc: Exception) -> str:
     """The S3 error code of a botocore `ClientError` ("" for anything else)."""
     response = getattr(exc, "response", None)
     return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _throttling_paced(client: Any, max_attempts: int) -> None:
+    """Let botocore's standard retries (full jitter, capped at 20 s, with a retry quota) handle every
+    error but throttling (429/503), which is retried up to ``max_attempts`` with pos3's policy
+    (`pos3.wrappers.backoff.Backoff`: ``Retry-After`` honoured, else full jitter) and no quota; beyond
+    that `_map_error` raises `Throttled`, which the mirror's `BackoffStore` keeps pacing."""
+    from botocore.retries import standard
+
+    from ..wrappers.backoff import Backoff
+
+    events, uid = client.meta.events, "retry-config-s3"
+    events.unregister("needs-retry.s3", unique_id=uid)
+    handler = standard.register_retry_handler(client, max_attempts)  # botocore's own, re-created
+    events.unregister("needs-retry.s3", unique_id=uid)
+    policy = Backoff.from_env()
+
+    def needs_retry(**kwargs: Any) -> float | None:
+        response = kwargs.get("response")
+        http = response[0] if response else None
+        if http is not None and getattr(http, "status_code", None) in (429, 503):
+            attempts = int(kwargs.get("attempts") or 1)
+            return None if attempts >= max_attempts else policy.delay(attempts - 1, retry_after(http.headers))
+        return handler.needs_retry(**kwargs)
+
+    events.register("needs-retry.s3", needs_retry, unique_id=uid)
 
 
 def _map_error(exc: Exception, what: str) -> Exception:
@@ -98,6 +137,9 @@ def _map_error(exc: Exception, what: str) -> Exception:
             return PermissionError(f"{what}: access denied ({code})")
         if code in INTEGRITY_CODES:
             return IntegrityError(f"{what}: the server received bytes that do not match their checksum ({code})")
+        if code in THROTTLE_CODES or status in (429, 503):
+            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            return Throttled(f"{what}: {code or status}: the service asks to slow down", retry_after(headers))
         return StoreError(f"{what}: {code or status}: {exc.response.get('Error', {}).get('Message', '')}")
     if _broken_body(exc):
         return TransferInterrupted(f"{what}: connection broken mid-body ({type(exc).__name__})")
@@ -184,6 +226,7 @@ class S3Backend(Backend):
         if opts:
             raise ValueError(f"Unknown S3 profile options: {', '.join(sorted(opts))}")
         self.client = session.client("s3", **kwargs)
+        _throttling_paced(self.client, self.max_attempts)
         self.max_workers = max_workers
         # Checksums of native downloads are computed here, not on the CRT's event-loop threads.
         self.verifier = ThreadPoolExecutor(max_workers=max(2, max_workers), thread_name_prefix="pos3-s3-verify")

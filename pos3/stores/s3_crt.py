@@ -26,7 +26,7 @@ from xml.etree import ElementTree
 
 from ..integrity import IntegrityError, TransferInterrupted
 from ..local import md5_digest
-from ..store import ObjectMeta, StoreError, chain
+from ..store import ObjectMeta, StoreError, Throttled, chain, retry_after
 
 #: Objects above this size are split into parts by the CRT.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -66,7 +66,9 @@ class CrtTransfers:
             throughput_target_gbps=10.0,
             memory_limit=max(MEMORY_LIMIT, 8 * part_size),
             connect_timeout_ms=int(min(10, timeout) * 1000),  # as the boto3 client's connect_timeout
-            retry_config=S3RetryConfig(max_retries=max(1, max_attempts - 1)),  # as boto3's max_attempts
+            # As boto3's max_attempts, from 50 ms (botocore's base for errors other than throttling): the CRT
+            # cannot read Retry-After, so throttling it did not absorb soon goes to pos3.wrappers.backoff.
+            retry_config=S3RetryConfig(max_retries=max(1, max_attempts - 1), backoff_scale_factor_ms=50),
         )
         self._bases: dict[str, tuple[str, str]] = {}
         self._watchdog = _Watchdog(timeout)
@@ -219,6 +221,8 @@ def _map_crt(exc: BaseException, what: str, watch: _Watch | None = None) -> Base
     if isinstance(exc, AwsCrtError):
         if exc.name in ("AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH", "AWS_ERROR_S3_CHECKSUM_CALCULATION_FAILED"):
             return IntegrityError(f"{what}: checksum mismatch ({exc.name})")
+        if exc.name == "AWS_ERROR_S3_SLOW_DOWN":  # a throttling answer the CRT's retries did not absorb
+            return Throttled(f"{what}: {exc.message} ({exc.name})")
         return StoreError(f"{what}: {exc.message} ({exc.name})")
     return exc
 
@@ -297,8 +301,10 @@ def _map(exc: Any, what: str) -> Exception:
         return FileNotFoundError(f"{what}: not found ({code})")
     if status == 403:
         return PermissionError(f"{what}: access denied ({code})")
-    from .s3 import INTEGRITY_CODES
+    from .s3 import INTEGRITY_CODES, THROTTLE_CODES
 
     if code in INTEGRITY_CODES:
         return IntegrityError(f"{what}: the server received bytes that do not match their checksum ({code})")
+    if code in THROTTLE_CODES or status in (429, 503):
+        return Throttled(f"{what}: HTTP {status} {code}", retry_after(getattr(exc, "headers", None)))
     return StoreError(f"{what}: HTTP {status} {code}")

@@ -39,6 +39,13 @@ Faults (the ``kind`` of a rule):
     Flip one byte in the middle of the request body before relaying it (uploads).
 ``drop``
     Reset the connection as soon as the request is read, without an answer.
+``ratelimit``
+    Admit at most ``per_second`` matching requests a second (a token bucket
+    holding up to ``burst`` tokens, full at the start); a request finding no
+    token is answered ``status`` (503: S3 ``SlowDown``) with a ``Retry-After``
+    header of ``retry_after`` seconds (an integer, as HTTP requires) and the
+    same in milliseconds as ``x-amz-retry-after``, without asking upstream.
+    ``first`` and ``rate`` do not apply; ``fired`` counts the refusals.
 
 A rule fires for the first ``first`` matching requests, or else for each
 matching request with probability ``rate`` (drawn from a generator seeded
@@ -65,13 +72,14 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 __all__ = ["FaultProxy", "Rule", "Seen"]
 
-KINDS = ("reset", "cut", "stall", "status", "deny", "corrupt", "corrupt_request", "drop")
+KINDS = ("reset", "cut", "stall", "status", "deny", "corrupt", "corrupt_request", "drop", "ratelimit")
 FLAVOURS = ("s3", "gcs", "azure", "plain")
 CHUNK = 64 * 1024
 _MAX_LINE = 65536
@@ -88,7 +96,25 @@ class Rule:
     path: str | None = None
     status: int = 503
     seconds: float = 30.0
+    per_second: float = 100.0
+    burst: float = 10.0
+    retry_after: int = 1
     fired: int = 0
+    _tokens: float | None = None
+    _refilled: float = 0.0
+
+    def admit(self) -> bool:
+        """Take a token of a ``ratelimit`` rule if one is left (call it under the proxy's lock)."""
+        now = time.monotonic()
+        if self._tokens is None:
+            self._tokens = self.burst
+        else:
+            self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.per_second)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
 
     def matches(self, method: str, target: str) -> bool:
         if self.method is not None and method.upper() != self.method.upper():
@@ -240,9 +266,11 @@ def _flip(data: bytes, at: int) -> bytes:
 _REASONS = {403: "Forbidden", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
-def _error_answer(flavour: str, status: int, head_request: bool) -> bytes:
-    """A complete error response the flavour's clients recognise."""
+def _error_answer(flavour: str, status: int, head_request: bool, retry_after: int | None = None) -> bytes:
+    """A complete error response the flavour's clients recognise (with ``Retry-After`` if given)."""
     headers: list[tuple[str, str]] = []
+    if retry_after is not None:
+        headers += [("Retry-After", str(retry_after)), ("x-amz-retry-after", str(retry_after * 1000))]
     if flavour == "gcs":
         reason = {403: "forbidden", 503: "backendError"}.get(status, "internalError")
         body = json.dumps(
@@ -432,7 +460,9 @@ class FaultProxy:
             for rule in self._rules:
                 if not rule.matches(method, target):
                     continue
-                if rule.first is not None:
+                if rule.kind == "ratelimit":
+                    fire = not rule.admit()
+                elif rule.first is not None:
                     fire = rule.fired < rule.first
                 else:
                     fire = rule.rate >= 1.0 or self._rng.random() < rule.rate
@@ -461,14 +491,15 @@ class FaultProxy:
                 if (req.get("Expect") or "").lower() == "100-continue":
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 kind = rule.kind if rule else None
-                if kind in ("status", "deny", "drop"):
+                if kind in ("status", "deny", "drop", "ratelimit"):
                     for _ in _body(cin, req, until_close=False):
                         pass
                     if kind == "drop":
                         return
                     assert rule is not None
                     status = 403 if kind == "deny" else rule.status
-                    client.sendall(_error_answer(self.flavour, status, method == "HEAD"))
+                    after = rule.retry_after if kind == "ratelimit" else None
+                    client.sendall(_error_answer(self.flavour, status, method == "HEAD", after))
                     continue
                 if upstream is None:
                     upstream = socket.create_connection(self.upstream, timeout=300)
