@@ -23,6 +23,11 @@ version last written (``If-Match``), and deleted when the registration ends.
   process is gone (a job restarted after a crash or SIGKILL on the same host). Expiry compares the holder's
   wall clock with the reader's: hosts must agree on the time within a
   fraction of `ttl`.
+* One writer is one local tree: processes of one host that sync the *same
+  local root* to the prefix (ranks of one job sharing a cache) are one writer
+  and share the lease. The first takes it; the others join it (the lease
+  records the local root) and take it over when its holder leaves or dies.
+  Another local root, host or job is a second writer.
 * A holder that finds its lease taken over (renewals failed for a whole
   `ttl`, and another writer took it) deletes nothing from then on: `check`
   raises `LeaseLost` before every remote delete.
@@ -133,6 +138,8 @@ class Holder:
     boot: str = ""
     pidns: str = ""
     started: str = ""
+    #: The local root the holder syncs: processes of one host syncing one root are one writer.
+    root: str = ""
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -150,6 +157,15 @@ class Holder:
             str(fields.get("boot", "")),
             str(fields.get("pidns", "")),
             str(fields.get("started", "")),
+            str(fields.get("root", "")),
+        )
+
+    def same_writer(self, other: Holder) -> bool:
+        """True when ``other`` syncs the same local root on the same host (and boot): one writer."""
+        return bool(self.root and self.boot) and (self.root, self.host, self.boot) == (
+            other.root,
+            other.host,
+            other.boot,
         )
 
     def live(self, now: float) -> bool:
@@ -189,7 +205,7 @@ def read(store: ObjectStore, key: str) -> tuple[Holder, str | None] | None:
 class Lease:
     """The lease of one registration on one prefix; `acquire` it, `release` it at the end."""
 
-    def __init__(self, store: ObjectStore, prefix: str, url: str, ttl: float | None = None) -> None:
+    def __init__(self, store: ObjectStore, prefix: str, url: str, ttl: float | None = None, root: str = "") -> None:
         self.store = store
         self.prefix = prefix
         self.key = lease_key(prefix)
@@ -197,8 +213,19 @@ class Lease:
         now = time.time()
         boot, pidns, started = _identity(os.getpid())
         self.holder = Holder(
-            url, socket.gethostname(), os.getpid(), secrets.token_hex(16), now, now + self.ttl, boot, pidns, started
+            url,
+            socket.gethostname(),
+            os.getpid(),
+            secrets.token_hex(16),
+            now,
+            now + self.ttl,
+            boot,
+            pidns,
+            started,
+            root,
         )
+        #: The holder of a lease this process joined (same host and local root), instead of holding its own.
+        self.joined: Holder | None = None
         self.version: str | None = None
         self.lost: str | None = None  # why the lease was lost, once it was
         self._lock = threading.Lock()  # one write of the lease object at a time
@@ -206,12 +233,12 @@ class Lease:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def acquire(cls, store: ObjectStore, prefix: str, url: str, ttl: float | None = None) -> Lease:
+    def acquire(cls, store: ObjectStore, prefix: str, url: str, ttl: float | None = None, root: str = "") -> Lease:
         """Take the lease on ``prefix`` and start renewing it; raise `LeaseConflict` if a live
         writer holds an overlapping one. A failed request (the bucket does not exist yet,
         the service is down) is logged and leaves the lease pending: `check`, called before
         every remote delete, takes it then."""
-        lease = cls(store, prefix, url, ttl)
+        lease = cls(store, prefix, url, ttl, root)
         try:
             lease._acquire()
         except LeaseConflict:
@@ -230,6 +257,8 @@ class Lease:
                 self.holder.url,
             )
         self._take()
+        if self.joined is not None:
+            return  # its holder checked the overlaps and renews it
         try:
             self._check_overlaps()
         except BaseException:
@@ -268,6 +297,9 @@ class Lease:
                 self.version = version  # a retried request of ours had succeeded
                 return
             if other.live(time.time()):
+                if other.same_writer(self.holder):
+                    self.joined = other  # a sibling process syncing the same local root
+                    return
                 raise self._conflict(other)
             try:
                 self._write(version)
@@ -297,6 +329,8 @@ class Lease:
                 log.debug("cannot read %s to check for overlapping leases", key)
                 continue
             if found is not None and found[0].token != self.holder.token and found[0].live(now):
+                if found[0].same_writer(self.holder) and found[0].url == self.holder.url:
+                    continue
                 raise self._conflict(found[0])
 
     def _renew_loop(self) -> None:
@@ -331,7 +365,16 @@ class Lease:
 
     def check(self) -> None:
         """Raise `LeaseLost` unless this writer still holds the lease (called before remote deletes);
-        a pending lease is taken now (or `LeaseConflict` / the store's error raised)."""
+        a pending lease is taken now (or `LeaseConflict` / the store's error raised). A joined
+        lease must still be held by a live sibling, or this process takes it over."""
+        if self.joined is not None:
+            found = self._read(self.key)
+            if found is not None and found[0].live(time.time()) and found[0].same_writer(self.holder):
+                return
+            with self._lock:
+                self.joined = None
+                self._acquire()
+            return
         if self.lost is None and self.version is None:
             with self._lock:
                 if self.version is None:

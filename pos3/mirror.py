@@ -220,7 +220,7 @@ class Mirror:
         root = Root(url, loc.store, path, single, Excluder(exclude), state, self.lock_file(path))
         reg = Registration(kind, root, prof, args, **options)
         if reg.uploads and reg.delete_remote and not single:  # one writer with deletes per prefix
-            root.lease = Lease.acquire(root.store, root.prefix, str(url))
+            root.lease = Lease.acquire(root.store, root.prefix, str(url), root=str(path))
         self._registrations.append(reg)
         return reg, True
 

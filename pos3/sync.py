@@ -26,8 +26,8 @@ from typing import ClassVar, TypeVar
 from . import local as fs
 from .cachelock import RootLock
 from .executor import DeleteGuard, Operations, Summary, execute
-from .lease import Lease, is_lease_key
 from .handoff import Turns
+from .lease import Lease, is_lease_key
 from .patterns import Excluder
 from .planner import Action, Direction, RemoteEntry, Tally, UnsortedListing, plan
 from .state import Record, StateDB

@@ -240,6 +240,32 @@ def test_second_writer_with_deletes_fails_naming_the_holder(
     reliability.runs(2)
 
 
+@pytest.mark.parametrize("where", ["seaweedfs", "gcs"], indirect=True)
+@pytest.mark.reliability(
+    "Processes of one host syncing the same local root share the lease; it passes on when its holder leaves ({where})",
+    group="Leases",
+)
+def test_processes_syncing_one_local_root_share_the_lease(
+    where: Where, tmp_path: Path, processes: list[Process], reliability
+) -> None:
+    holder = _hold(where, "ckpt/", tmp_path, processes)  # uploads tmp_path/holder-0 with deletes
+    shared = tmp_path / "holder-0"
+    (shared / "mine.txt").write_bytes(b"mine")
+    with _mirror(tmp_path) as m:  # the same local root: a rank of the same job, not a second writer
+        m.upload(where.url("ckpt/"), shared, interval=None, delete=True, profile=where.profile)
+        assert where.holder("ckpt/").pid == holder.proc.pid  # joined, not taken
+        holder.stop()  # the holder leaves and releases the lease; this process deletes at exit: it takes it
+    assert where.keys("ckpt/") == ["mine.txt", "theirs.txt"]  # uploaded; the lease released in turn
+    other = tmp_path / "other-root"
+    other.mkdir()
+    (other / "x.txt").write_bytes(b"x")
+    second = _hold(where, "ckpt/", tmp_path, processes)  # holder-1: another local root
+    with pytest.raises(LeaseConflict, match=f"pid {second.proc.pid}"), _mirror(tmp_path) as m:
+        m.upload(where.url("ckpt/"), other, interval=None, delete=True, profile=where.profile)
+    second.stop()
+    reliability.runs(2)
+
+
 @pytest.mark.reliability("An upload without deletes takes no lease and is not stopped by one ({where})", group="Leases")
 def test_upload_without_deletes_needs_no_lease(where: Where, tmp_path: Path, processes: list[Process]) -> None:
     mine = tmp_path / "mine"

@@ -99,8 +99,11 @@ def test_n_syncs_one_transfer(s3, bucket, proxy, env, tmp_path, reliability) -> 
 
     for r in reports:
         assert r["files"] == expected
-    assert sum(r["counts"].get("get", 0) for r in reports) == FILES
-    assert sum(r["counts"].get("put", 0) for r in reports) == 0  # nobody re-uploads what was downloaded
+    # Each object fetched once (twice would be 2 x FILES); beside them, lease objects are read: the
+    # whole-bucket lease key while taking the lease, and the lease a rank joins (at most 2 per rank).
+    assert FILES <= sum(r["counts"].get("get", 0) for r in reports) <= FILES + 2 * RANKS
+    # Nobody re-uploads what was downloaded; the one lease taken is the only conditional put.
+    assert sum(r["counts"].get("put", 0) for r in reports) == 0
     assert many <= 1.1 * one + RANKS, f"{RANKS} ranks made {many} requests; one rank made {one}"
 
 
