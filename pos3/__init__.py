@@ -25,6 +25,9 @@ from .profiles import Profile, register_profile
 from .signals import Terminated
 from .store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError
 
+#: pos3 0.4.0's name for a failed transfer, kept so that ``except pos3.TransferError`` still works.
+TransferError = SyncError
+
 __all__ = [
     "Backend",
     "DeleteRefused",
@@ -40,6 +43,7 @@ __all__ = [
     "StoreError",
     "StoreSpec",
     "SyncError",
+    "TransferError",
     "Terminated",
     "TransferPlan",
     "UnsafeKeyError",

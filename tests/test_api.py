@@ -231,3 +231,9 @@ def test_each_scheme_has_its_own_cache_directory(cache, tmp_path):
         assert p == cache / "_.file" / shared.relative_to("/")
         assert local_tree(p) == {"f": b"on the share"}
         assert pos3.ls(url) == [f"file://{shared}/f"]
+
+
+def test_transfer_error_is_the_0_4_0_name_of_sync_error() -> None:
+    """Code written for pos3 0.4.0 catches failed transfers as ``pos3.TransferError``."""
+    with pytest.raises(pos3.TransferError):
+        raise pos3.SyncError("upload", [("s3://b/k", OSError("boom"))])
