@@ -127,8 +127,7 @@ def download_plan(
     guard: DeleteGuard | None = None,
 ) -> TransferPlan:
     """`plan_download` through the mirror ``m``, which need not be entered (``guard``: the mirror's by default)."""
-    root = locate.root(m, Direction.DOWN, _remote(remote, "plan_download"), local, exclude, profile)
-    return _previewed(root, Direction.DOWN, delete, guard or DeleteGuard(m.max_delete))
+    return _root_plan(m, Direction.DOWN, remote, local, exclude, profile, delete, guard)
 
 
 def upload_plan(
@@ -142,10 +141,25 @@ def upload_plan(
     guard: DeleteGuard | None = None,
 ) -> TransferPlan:
     """`plan_upload` through the mirror ``m``, which need not be entered (``guard``: the mirror's by default)."""
-    root = locate.root(m, Direction.UP, _remote(remote, "plan_upload"), local, exclude, profile)
-    if not root.local.exists():
+    return _root_plan(m, Direction.UP, remote, local, exclude, profile, delete, guard)
+
+
+def _root_plan(
+    m: Mirror,
+    direction: Direction,
+    remote: str | os.PathLike[str],
+    local: str | os.PathLike[str] | None,
+    exclude: Sequence[str] | None,
+    profile: str | Profile | None,
+    delete: bool,
+    guard: DeleteGuard | None,
+) -> TransferPlan:
+    """The plan of one root in ``direction``; an upload of a local source that does not exist is empty."""
+    root = locate.root(m, direction, _remote(remote, f"plan_{direction.value}"), local, exclude, profile)
+    if direction is Direction.UP and not root.local.exists():
+        root.state.close()
         return TransferPlan([], [], [])
-    return _previewed(root, Direction.UP, delete, guard or DeleteGuard(m.max_delete))
+    return _previewed(root, direction, delete, guard or DeleteGuard(m.max_delete))
 
 
 def copy_plan(
