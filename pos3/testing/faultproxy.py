@@ -230,25 +230,23 @@ def _body(f: _Reader, msg: _Message, until_close: bool) -> Iterator[bytes]:
                 while f.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
                     pass  # trailers are dropped
                 return
-            left = size
-            while left:
-                data = f.read(min(CHUNK, left))
-                if not data:
-                    raise _Closed
-                left -= len(data)
-                yield data
+            yield from _exactly(f, size)
             f.readline(_MAX_LINE)
     elif msg.length is not None:
-        left = msg.length
-        while left:
-            data = f.read(min(CHUNK, left))
-            if not data:
-                raise _Closed
-            left -= len(data)
-            yield data
+        yield from _exactly(f, msg.length)
     elif until_close:
         while data := f.read(CHUNK):
             yield data
+
+
+def _exactly(f: _Reader, n: int) -> Iterator[bytes]:
+    """``n`` bytes of ``f`` in chunks; `_Closed` if the stream ends first."""
+    while n:
+        data = f.read(min(CHUNK, n))
+        if not data:
+            raise _Closed
+        n -= len(data)
+        yield data
 
 
 def _reset(sock: socket.socket) -> None:
