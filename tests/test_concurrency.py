@@ -168,8 +168,12 @@ def test_processes_opening_one_state_database_at_once(tmp_path, reliability):
 
 def writer(path: Path, mode: str, stop: threading.Event, rng: random.Random) -> None:
     """Keeps changing ``path`` until ``stop``: appending, rewriting in place (the size changes), or
-    overwriting at the same size, chunk by chunk, so that an upload can read a half-written file."""
-    while not stop.is_set():
+    overwriting at the same size, chunk by chunk, so that an upload can read a half-written file.
+
+    Between rounds it pauses for a random 0-30 ms, as a job does between checkpoint writes: a file
+    that never stops changing has no consistent version to upload, so without pauses the test would
+    measure the machine's speed, not pos3."""
+    while not stop.wait(rng.uniform(0, 0.03)):
         if mode == "append":
             with open(path, "ab") as f:
                 f.write(rng.randbytes(64 * 1024))
