@@ -61,7 +61,16 @@ from typing import TYPE_CHECKING, Any
 from pos3.hookspecs import StoreSpec, hookimpl
 from pos3.integrity import IntegrityError, check_md5, retried
 from pos3.local import md5_digest
-from pos3.store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError, batches
+from pos3.store import (
+    Backend,
+    ObjectMeta,
+    ObjectStore,
+    PreconditionFailed,
+    StoreError,
+    Throttled,
+    batches,
+    retry_after,
+)
 
 from ._common import MiB, b64_to_hex, checked_options, network_error, run_all, undeleted, utf8_order, widen_pool
 
@@ -120,7 +129,8 @@ def _code(exc: Exception) -> str:
 
 
 def _map_error(exc: Exception, what: str) -> Exception:
-    """Translate an azure-core error into FileNotFoundError / PermissionError / StoreError."""
+    """Translate an azure-core error into FileNotFoundError / PermissionError / IntegrityError /
+    Throttled / StoreError."""
     from azure.core.exceptions import ClientAuthenticationError
 
     if isinstance(exc, (FileNotFoundError, PermissionError, StoreError)):
@@ -135,6 +145,9 @@ def _map_error(exc: Exception, what: str) -> Exception:
     if status == 400 and code in INTEGRITY_CODES:
         return IntegrityError(f"{what}: the service received bytes that do not match their Content-MD5 ({code})")
     message = str(exc).splitlines()[0] if str(exc) else ""
+    if status in (429, 503) or code == "ServerBusy":  # beyond the SDK's retries: pos3.wrappers.backoff paces the rest
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        return Throttled(f"{what}: {reason}: the service asks to slow down", retry_after(headers))
     return StoreError(f"{what}: {reason}: {message}")
 
 

@@ -46,7 +46,16 @@ from typing import TYPE_CHECKING, Any
 
 from pos3.hookspecs import StoreSpec, hookimpl
 from pos3.integrity import IntegrityError, md5_hex, retried
-from pos3.store import Backend, ObjectMeta, ObjectStore, PreconditionFailed, StoreError, batches
+from pos3.store import (
+    Backend,
+    ObjectMeta,
+    ObjectStore,
+    PreconditionFailed,
+    StoreError,
+    Throttled,
+    batches,
+    retry_after,
+)
 
 from ._common import b64_to_hex, checked_options, network_error, run_all, undeleted, widen_pool
 
@@ -77,7 +86,8 @@ def _sdk() -> Any:
 
 
 def _map_error(exc: Exception, what: str) -> Exception:
-    """Translate a google-cloud-storage error into FileNotFoundError / PermissionError / StoreError."""
+    """Translate a google-cloud-storage error into FileNotFoundError / PermissionError / IntegrityError /
+    Throttled / StoreError."""
     from google.auth.exceptions import DefaultCredentialsError, RefreshError
     from google.resumable_media.common import DataCorruption
 
@@ -95,6 +105,9 @@ def _map_error(exc: Exception, what: str) -> Exception:
         return FileNotFoundError(f"{what}: not found ({message})")
     if status in (401, 403):
         return PermissionError(f"{what}: access denied ({message})")
+    if status in (429, 503):  # beyond the SDK's retries: pos3.wrappers.backoff paces the rest
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        return Throttled(f"{what}: HTTP {status}: the service asks to slow down", retry_after(headers))
     return StoreError(f"{what}: {type(exc).__name__}: {message}")
 
 

@@ -4,11 +4,11 @@ A `FaultProxy` in ``ratelimit`` mode admits a fixed number of requests a
 second to SeaweedFS and answers the rest 503 SlowDown with ``Retry-After``.
 ``POS3_COLDSTART_CLIENTS`` (default 6; the issue's scenario is 16) client
 processes, started together, each download a prefix into their own cache.
-Every client completes (none gives up), and no client sits in long
-back-offs: the time from the start signal to the last client's end stays
-within 3x the ideal (the requests the server admitted divided by the
-admitted rate) plus the time the same clients take with no limit. The
-ratio to the ideal is printed; it is a measurement, not a claim of this test.
+Every client completes (none gives up), and the time from the start signal to
+the last client's end stays within the issue's 1.5x of the ideal (the requests
+the server admitted divided by the admitted rate), plus the time the same
+clients take with no limit at all (start-up, listing and local work that no
+rate limit explains). Measured: 1.05-1.10x the ideal for 6 and 16 clients.
 """
 
 from __future__ import annotations
@@ -72,10 +72,8 @@ def _run(n: int, url: str, tmp: Path, env: dict[str, str], name: str) -> tuple[f
     "Clients started at once behind a rate limit all complete near its pace (S3)", group="Many processes"
 )
 def test_cold_start_under_a_rate_limit(s3, bucket, s3_server, tmp_path, reliability) -> None:
-    """Every client completes and none gives up while most requests are refused. The time bound is
-    a liveness check (no client stuck in long back-offs: 3 x the ideal, plus what the same clients
-    take with no limit at all, measured first), not a speed claim: the issue's 1.5 x target is a
-    measurement (printed here, recorded in the README), not an assertion of a timed test."""
+    """Every client completes and none gives up while most requests are refused, within 1.5 x the
+    ideal time plus what the same clients take with no limit (measured first)."""
     expected = _fill(s3, bucket, "cold/", FILES)
     url = f"s3://{bucket}/cold"
     with FaultProxy(s3_server.endpoint, flavour="s3") as proxy:
@@ -95,7 +93,7 @@ def test_cold_start_under_a_rate_limit(s3, bucket, s3_server, tmp_path, reliabil
         f"coldstart: {CLIENTS} clients, {admitted} admitted, {refused} refused, {elapsed:.2f}s, "
         f"ideal {ideal:.2f}s, unlimited {unlimited:.2f}s"
     )
-    assert elapsed <= 3 * ideal + unlimited, f"{elapsed:.1f}s for {admitted} admitted requests ({refused} refused)"
+    assert elapsed <= 1.5 * ideal + unlimited, f"{elapsed:.1f}s for {admitted} admitted requests ({refused} refused)"
 
 
 # -- the pieces: policy, wrapper, rate limit ---------------------------------------

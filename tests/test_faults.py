@@ -259,6 +259,30 @@ def test_upload_under_faults(env: Env, mode: str, tmp_path: Path, reliability) -
 # -- Integrity ------------------------------------------------------------------------
 
 
+@pytest.mark.reliability(
+    "Throttling beyond the SDK's own retries is paced, never fatal: a rate-limited round trip completes ({env})",
+    group="Faults",
+)
+def test_throttling_beyond_the_sdk_retries(env: Env, tmp_path: Path, reliability) -> None:
+    """The profiles give the SDKs few, quick retries, so a rate limit far below what 4 workers ask for
+    reaches pos3 as `Throttled` on every store, and `BackoffStore` keeps pacing until all is done."""
+    files = _files(random.Random(f"{env.backend}-throttled"), 24)
+    local = tmp_path / "up"
+    local.mkdir()
+    for rel, data in files.items():
+        (local / rel).write_bytes(data)
+    rule = env.proxy.set("ratelimit", per_second=15, burst=4, retry_after=1)
+    with _mirror(tmp_path / "cache"):
+        pos3.upload(env.url("throttled/"), local, interval=None, profile=env.profile)
+    with _mirror(tmp_path / "cache2"):
+        down = pos3.download(env.url("throttled/"), tmp_path / "down", profile=env.profile)
+    env.proxy.clear()
+    assert rule.fired > 0, "the rate limit never bit: the scenario tested nothing"
+    assert _local_tree(down) == files
+    assert env.tree("throttled/") == files
+    reliability.runs(1)
+
+
 @pytest.mark.reliability("A corrupted download is retried, then reported; never kept ({env})", group="Integrity")
 def test_corrupted_download(env: Env, tmp_path: Path, reliability) -> None:
     data = os.urandom(200_000)
