@@ -407,6 +407,8 @@ def _relay(args: argparse.Namespace, src: str, dst: str) -> int:
     with m:
         relay = locate.relay(m, src, dst, args.exclude, args.profile, readonly=False)
         try:
+            if args.delete:  # one writer with deletes per destination prefix
+                relay.hold_lease()
             summary = relay.sync(
                 Direction.DOWN,
                 delete=args.delete,
@@ -416,6 +418,8 @@ def _relay(args: argparse.Namespace, src: str, dst: str) -> int:
             )
         finally:
             relay.state.close()
+            if relay.lease is not None:
+                relay.lease.release()
     log.info("%s → %s: %d copied, %d deleted", src, dst, summary.copied, summary.deleted)
     return EXIT_OK
 

@@ -14,7 +14,10 @@ serve it unchanged:
   ``max_workers`` objects are in transit at once, so disk use is bounded by
   ``max_workers`` times the largest object;
 * deletes (with ``delete``) remove destination objects absent at the
-  source, only after every copy succeeded.
+  source, only after every copy succeeded, and only while this relay holds
+  the lease on the destination prefix (`hold_lease`, as an upload with
+  deletes does): a second writer with deletes there fails at the start,
+  naming the holder. Lease objects are never copied, listed or deleted.
 
 Records pair the destination's ``(size, version)`` with the source's; the
 destination version is stored as a 63-bit hash in the record's local-token
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from . import local as fs
+from .lease import Lease, is_lease_key
 from .local import LocalEntry
 from .planner import Action, Direction, RemoteEntry
 from .state import Record
@@ -76,6 +80,12 @@ class Relay(Root):
         key = self.dest_url.key
         return key + self.url.key.rsplit("/", 1)[-1] if not key or key.endswith("/") else key
 
+    def hold_lease(self) -> None:
+        """Take the lease on the destination prefix (a relay with deletes over a prefix); `LeaseConflict`
+        names a live writer with deletes on an overlapping prefix. The caller releases ``self.lease``."""
+        if not self.single:
+            self.lease = Lease.acquire(self.dest, self.dest_url.dir_prefix, str(self.dest_url), root=str(self.url))
+
     def remote_entries(self, direction: Direction, seen: list[int]) -> Iterator[RemoteEntry]:
         # Keys become keys, never local paths: no local-path check.
         return super().remote_entries(Direction.UP, seen)
@@ -91,7 +101,7 @@ class Relay(Root):
         prefix = self.dest_url.dir_prefix
         for meta in self.dest.list(prefix):
             rel = meta.key[len(prefix) :]
-            if rel:
+            if rel and not is_lease_key(rel):  # another writer's lease is never deleted
                 yield DestEntry(rel, meta.size, token(meta), meta)
 
     def operations(self, direction: Direction) -> _Side:
@@ -140,4 +150,6 @@ class _Relayed(_Side):
             os.unlink(name)
 
     def delete(self, actions: list[Action]) -> None:
+        if self.root.lease is not None:
+            self.root.lease.check()  # a relay whose lease was taken over deletes nothing
         self.root.dest.delete(self.root.dest_key(a.rel) for a in actions)

@@ -465,3 +465,36 @@ def test_ttl_knob(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(TTL_ENV, bad)
         with pytest.raises(ValueError, match=TTL_ENV):
             ttl_from_env()
+
+
+def _cli_sync(where: Where, src: str, dst: str, cache: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "AZURE_", "STORAGE_"))}
+    env.update(where.env)
+    args = [sys.executable, "-m", "pos3", "sync", src, dst, "--cache-root", str(cache), "--no-progress", *flags]
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=180)
+
+
+@pytest.mark.parametrize("where", ["seaweedfs", "file"], indirect=True)
+@pytest.mark.reliability(
+    "A store-to-store sync with deletes takes the destination's lease; a held one stops it first ({where})",
+    group="Leases",
+)
+def test_relay_with_deletes_takes_the_destination_lease(
+    where: Where, tmp_path: Path, processes: list[Process], reliability
+) -> None:
+    where.put("src/new.txt", b"new", tmp_path)
+    where.put("ckpt/theirs.txt", b"theirs", tmp_path)
+    holder = _hold(where, "ckpt/", tmp_path, processes)
+    refused = _cli_sync(where, where.url("src/"), where.url("ckpt/"), tmp_path / "cache", "--delete")
+    assert refused.returncode == 1, refused.stderr
+    assert f"pid {holder.proc.pid}, since " in refused.stderr and "Traceback" not in refused.stderr
+    assert where.keys("ckpt/") == [LEASE_NAME, "theirs.txt"]  # nothing copied or deleted
+    copied = _cli_sync(where, where.url("src/"), where.url("ckpt/"), tmp_path / "cache")  # no deletes: no lease
+    assert copied.returncode == 0, copied.stderr
+    assert where.keys("ckpt/") == [LEASE_NAME, "new.txt", "theirs.txt"]
+    holder.stop()
+    where.put("src/" + LEASE_NAME, b"a source lease is never copied", tmp_path)
+    mirrored = _cli_sync(where, where.url("src/"), where.url("ckpt/"), tmp_path / "cache", "--delete")
+    assert mirrored.returncode == 0, mirrored.stderr
+    assert where.keys("ckpt/") == ["new.txt"]  # theirs.txt deleted; the lease taken, then released
+    reliability.runs(1)
