@@ -276,7 +276,7 @@ class Lease:
         return LeaseConflict(
             f"Cannot write with deletes to {self.holder.url}: {other.describe()}. Two writers deleting in "
             f"overlapping prefixes would delete each other's files: use one writer, a separate prefix per "
-            f"writer, or delete=False."
+            f"writer, or no deletes (delete=False; on the command line, no --delete)."
         )
 
     # -- taking, renewing, releasing -----------------------------------------
