@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from pathspec import GitIgnoreSpec
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
 
 
 class Excluder:
@@ -20,7 +22,11 @@ class Excluder:
         if isinstance(patterns, str):
             patterns = [patterns]
         self.patterns = tuple(patterns or ())
-        self._spec = GitIgnoreSpec.from_lines(self.patterns) if self.patterns else None
+        self._spec: GitIgnoreSpec | None = None
+        if self.patterns:  # pathspec is imported only when there are patterns (~10 ms a process)
+            from pathspec import GitIgnoreSpec
+
+            self._spec = GitIgnoreSpec.from_lines(self.patterns)
 
     def __bool__(self) -> bool:
         return self._spec is not None

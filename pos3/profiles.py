@@ -9,7 +9,6 @@ takes effect at the next ``with pos3.mirror()``; an entry is checked only when i
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 import sys
@@ -300,6 +299,8 @@ def read_credentials(name: str, path: Path, what: str) -> dict[str, str]:
     A missing file, a missing section, an unknown key or a half-filled section raises `ValueError`
     naming the file (never the values).
     """
+    import configparser  # only for profiles with a credentials_file
+
     parser = configparser.ConfigParser(interpolation=None, default_section="\0no-defaults")
     try:
         with path.open(encoding="utf-8") as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -22,22 +23,47 @@ from pos3.testing.servers import S3Server
 
 
 def _profile(server: S3Server, name: str, secret: str, transfer_client: str, **options: object) -> Profile:
+    """``transfer_client`` ``crt-botocore``: the CRT configured from boto3 (an ``aws_profile`` in the
+    credentials file `_botocore_chain` writes), not natively."""
+    if transfer_client == "crt-botocore":
+        keys: dict[str, object] = {"aws_profile": name, "transfer_client": "crt"}
+    else:
+        keys = {"access_key_id": server.access_key, "secret_access_key": secret, "transfer_client": transfer_client}
     return Profile(
         local_name=name,
         endpoint=options.pop("endpoint", server.endpoint),  # type: ignore[arg-type]
         region="us-east-1",
-        options={
-            "access_key_id": server.access_key,
-            "secret_access_key": secret,
-            "transfer_client": transfer_client,
-            **options,
-        },
+        options={**keys, **options},
     )
 
 
-@pytest.fixture(scope="module", params=["crt", "boto3"])
+@pytest.fixture(scope="module")
+def aws_credentials(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A credentials file with one section per `_profile` name of the ``crt-botocore`` backends."""
+    creds = tmp_path_factory.mktemp("aws") / "credentials"
+    sections = [("conformance-crt-botocore", s3_server.secret_key), ("denied", "not-the-secret")]
+    sections.append(("proxied", s3_server.secret_key))
+    key = s3_server.access_key
+    creds.write_text("".join(f"[{n}]\naws_access_key_id = {key}\naws_secret_access_key = {k}\n" for n, k in sections))
+    return creds
+
+
+def _point_at(mp: pytest.MonkeyPatch, creds: Path) -> None:
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    mp.setenv("AWS_CONFIG_FILE", str(creds.parent / "no-config"))
+
+
+@pytest.fixture(autouse=True)
+def _botocore_chain(request: pytest.FixtureRequest, _aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the ``crt-botocore`` backends, botocore's chain reads `aws_credentials` in every test too."""
+    if "transfer_client" in request.fixturenames and request.getfixturevalue("transfer_client") == "crt-botocore":
+        _point_at(monkeypatch, request.getfixturevalue("aws_credentials"))
+
+
+@pytest.fixture(scope="module", params=["crt", "crt-botocore", "boto3"])
 def transfer_client(request: pytest.FixtureRequest) -> str:
-    """Both ways object bodies move: the native CRT client (default) and plain boto3 (the fallback)."""
+    """Every way requests are made: the CRT configured natively (default) or from boto3's chain
+    (configuration only botocore reads), and plain boto3 (the fallback)."""
     return request.param
 
 
@@ -48,23 +74,28 @@ def s3_profile(s3_server: S3Server, transfer_client: str) -> Profile:
 
 @pytest.fixture(scope="module")
 def s3_backends(
-    s3_server: S3Server, s3_profile: Profile, transfer_client: str
+    s3_server: S3Server, s3_profile: Profile, transfer_client: str, aws_credentials: Path
 ) -> Iterator[tuple[Backend, Backend, Backend, FaultProxy]]:
     """A backend with the server's credentials, one whose secret is wrong, and one reaching
     the server through a fault proxy (with one retry and short timeouts)."""
-    good = store_spec("s3").connect(s3_profile, 8)
-    denied = store_spec("s3").connect(_profile(s3_server, "denied", "not-the-secret", transfer_client), 8)
     with FaultProxy(s3_server.endpoint, flavour="s3", seed=1) as proxy:
-        faulty = _profile(
-            s3_server,
-            "proxied",
-            s3_server.secret_key,
-            transfer_client,
-            endpoint=proxy.endpoint,
-            max_attempts=2,
-            timeout=5,
-        )
-        proxied = store_spec("s3").connect(faulty, 8)
+        with pytest.MonkeyPatch.context() as mp:  # botocore reads its chain when a backend connects
+            if transfer_client == "crt-botocore":
+                _point_at(mp, aws_credentials)
+            good = store_spec("s3").connect(s3_profile, 8)
+            denied = store_spec("s3").connect(_profile(s3_server, "denied", "not-the-secret", transfer_client), 8)
+            faulty = _profile(
+                s3_server,
+                "proxied",
+                s3_server.secret_key,
+                transfer_client,
+                endpoint=proxy.endpoint,
+                max_attempts=2,
+                timeout=5,
+            )
+            proxied = store_spec("s3").connect(faulty, 8)
+        native = [getattr(b, "native", None) is not None for b in (good, denied, proxied)]
+        assert native == [transfer_client == "crt"] * 3
         yield good, denied, proxied, proxy
         proxied.close()
     good.close()

@@ -8,8 +8,10 @@ options: ``aws_profile``, ``access_key_id``, ``secret_access_key``,
 ``part_size`` (bytes, for multipart transfers), ``transfer_client``
 (``"crt"``, the default when ``awscrt`` is installed, or ``"boto3"``).
 
-Listing, HEAD and deletes go through boto3; object bodies go through the
-native CRT transfer client (`s3_crt`) configured from the same boto3 client.
+Requests go through the native CRT client (`s3_crt`): listings, HEADs, object bodies up to the
+multipart threshold, conditional writes and deletes. Its endpoint and credentials are resolved
+natively when the configuration is plain (`s3_config` states the rule; boto3 is then not even
+imported on a no-op sync), else taken from the boto3 client. boto3 moves large and paced bodies.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import contextlib
 import hashlib
 import io
 import os
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..hookspecs import StoreSpec, hookimpl
 from ..integrity import (
@@ -48,7 +52,8 @@ from ..store import (
     batches,
     retry_after,
 )
-from .s3_crt import EmptyObject, ListPage, md5_from_etag
+from .s3_config import native_config
+from .s3_crt import ConditionFailed, EmptyObject, ListPage, md5_from_etag, presigned_base
 
 if TYPE_CHECKING:
     from ..profiles import Profile
@@ -171,13 +176,15 @@ def _broken_body(exc: Exception) -> bool:
 
 
 class S3Backend(Backend):
-    """One boto3 client per profile, with a pool wide enough for every worker."""
+    """One S3 client per profile, with a pool wide enough for every worker.
+
+    When `pos3.stores.s3_config.native_config` resolves the profile (plain configuration), the
+    native CRT client sends listings, HEADs, transfers, conditional writes and deletes, and the boto3
+    client is created only when something needs it (paced transfers, objects above the multipart
+    threshold, multipart checks, moto). Otherwise the boto3 client is created at once, as the
+    source of the endpoint and credentials of both clients."""
 
     def __init__(self, profile: Profile, max_workers: int) -> None:
-        import boto3
-        from botocore import UNSIGNED
-        from botocore.config import Config
-
         opts = dict(profile.options)
         keys: dict[str, Any] = {}
         for opt, arg in (
@@ -189,10 +196,55 @@ class S3Backend(Backend):
                 keys[arg] = opts.pop(opt)
         aws_profile = opts.pop("aws_profile", None)
         isolated = aws_profile is None and (profile.public or profile.endpoint is not None or bool(keys))
+        self.max_attempts = int(opts.pop("max_attempts", MAX_ATTEMPTS))
+        self.timeout = float(opts.pop("timeout", TIMEOUT))
+        if self.max_attempts < 1 or self.timeout <= 0:
+            raise ValueError("S3 profile options max_attempts and timeout must be positive")
+        addressing = opts.pop("addressing_style", "auto")
+        self.part_size = int(opts.pop("part_size", DEFAULT_PART_SIZE))
+        transfer_client = opts.pop("transfer_client", "crt")
+        if transfer_client not in ("crt", "boto3"):
+            raise ValueError(f"S3 profile option transfer_client must be 'crt' or 'boto3', got {transfer_client!r}")
+        if opts:
+            raise ValueError(f"Unknown S3 profile options: {', '.join(sorted(opts))}")
+        self.max_workers = max_workers
+        self._profile, self._keys, self._aws_profile = profile, keys, aws_profile
+        self._isolated, self._addressing, self._public = isolated, addressing, profile.public
+        self._client: Any = None
+        self._session: Any = None
+        self._client_lock = threading.Lock()
+        self._crt_wanted = transfer_client == "crt"
+        self.native = (
+            native_config(profile.endpoint, profile.region, profile.public, profile.options, isolated)
+            if self._crt_wanted
+            else None
+        )
+        if self.native is None:
+            self._connect()  # the source of configuration (and of the missing-credentials error)
+        # Checksums of native downloads are computed here, not on the CRT's event-loop threads.
+        self.verifier = ThreadPoolExecutor(max_workers=max(2, max_workers), thread_name_prefix="pos3-s3-verify")
+        self._crt: CrtTransfers | None = None
+        self._crt_lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, created on first use."""
+        with self._client_lock:
+            if self._client is None:
+                self._connect()
+            return self._client
+
+    def _connect(self) -> None:
+        """Create the boto3 session and client from the profile (botocore's chain unless isolated)."""
+        import boto3
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        profile, isolated = self._profile, self._isolated
         session = boto3.session.Session(
             botocore_session=_isolated_session(profile.public) if isolated else None,
-            profile_name=aws_profile,
-            **({} if profile.public else keys),
+            profile_name=self._aws_profile,
+            **({} if profile.public else self._keys),
         )
         if isolated and not profile.public and session.get_credentials() is None:
             raise ValueError(
@@ -200,14 +252,10 @@ class S3Backend(Backend):
                 "access_key and secret_key (or a credentials_file), public=True or aws_profile, "
                 "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
             )
-        self.max_attempts = int(opts.pop("max_attempts", MAX_ATTEMPTS))
-        self.timeout = float(opts.pop("timeout", TIMEOUT))
-        if self.max_attempts < 1 or self.timeout <= 0:
-            raise ValueError("S3 profile options max_attempts and timeout must be positive")
         config = Config(
-            max_pool_connections=max(10, 2 * max_workers),
+            max_pool_connections=max(10, 2 * self.max_workers),
             retries={"mode": "standard", "max_attempts": self.max_attempts},
-            s3={"addressing_style": opts.pop("addressing_style", "auto")},
+            s3={"addressing_style": self._addressing},
             signature_version=UNSIGNED if profile.public else None,
             connect_timeout=min(10, self.timeout),
             read_timeout=self.timeout,
@@ -219,21 +267,9 @@ class S3Backend(Backend):
             kwargs["endpoint_url"] = profile.endpoint
         if profile.region:
             kwargs["region_name"] = profile.region
-        self.part_size = int(opts.pop("part_size", DEFAULT_PART_SIZE))
-        transfer_client = opts.pop("transfer_client", "crt")
-        if transfer_client not in ("crt", "boto3"):
-            raise ValueError(f"S3 profile option transfer_client must be 'crt' or 'boto3', got {transfer_client!r}")
-        if opts:
-            raise ValueError(f"Unknown S3 profile options: {', '.join(sorted(opts))}")
-        self.client = session.client("s3", **kwargs)
-        _throttling_paced(self.client, self.max_attempts)
-        self.max_workers = max_workers
-        # Checksums of native downloads are computed here, not on the CRT's event-loop threads.
-        self.verifier = ThreadPoolExecutor(max_workers=max(2, max_workers), thread_name_prefix="pos3-s3-verify")
-        self._session, self._public = session, profile.public
-        self._crt_wanted = transfer_client == "crt"
-        self._crt: CrtTransfers | None = None
-        self._crt_lock = threading.Lock()
+        client = session.client("s3", **kwargs)
+        _throttling_paced(client, self.max_attempts)
+        self._session, self._client = session, client
 
     def crt(self) -> CrtTransfers | None:
         """The native transfer client, created on first use; None when unavailable or not wanted,
@@ -242,24 +278,46 @@ class S3Backend(Backend):
             return None
         with self._crt_lock:
             if self._crt is None and self._crt_wanted:
-                credentials = None if self._public else self._session.get_credentials()
                 try:
-                    if not self._public and credentials is None:
-                        raise ImportError("no credentials to sign with")
-                    from .s3_crt import CrtTransfers
-
-                    self._crt = CrtTransfers(
-                        self.client, credentials, self._public, self.part_size, self.max_attempts, self.timeout
-                    )
+                    self._crt = self._new_crt()
                 except ImportError:
                     self._crt_wanted = False  # boto3 does the transfers (and reports missing credentials)
             return self._crt
+
+    def _new_crt(self) -> CrtTransfers:
+        """The CRT client, configured natively or from the boto3 client (ImportError: not possible)."""
+        from .s3_crt import CrtTransfers
+
+        args = (self.part_size, self.max_attempts, self.timeout)
+        if self.native is not None:
+            native = self.native
+            return CrtTransfers(native.region, native.https, native.credentials, self._bucket_base, *args)
+        client = self.client
+        https = urlsplit(client.meta.endpoint_url).scheme == "https"
+        region = client.meta.region_name or "us-east-1"
+        if self._public:
+            return CrtTransfers(region, https, None, self._bucket_base, *args)
+        credentials = self._session.get_credentials()
+        if credentials is None:
+            raise ImportError("no credentials to sign with")
+
+        def current() -> tuple[str, str, str | None]:
+            frozen = credentials.get_frozen_credentials()  # refreshes expiring credentials
+            return frozen.access_key, frozen.secret_key, frozen.token
+
+        return CrtTransfers(region, https, current, self._bucket_base, *args)
+
+    def _bucket_base(self, bucket: str) -> tuple[str, str]:
+        """(host, path prefix) of ``bucket``'s objects: natively when the rule allows, else as boto3 addresses them."""
+        found = self.native.bucket_base(bucket) if self.native is not None else None
+        return found if found is not None else presigned_base(self.client, bucket)
 
     def store(self, bucket: str) -> S3Store:
         return S3Store(self, bucket)
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
         self.verifier.shutdown(wait=False)
 
 
@@ -267,10 +325,11 @@ def _botocore_intercepted() -> bool:
     """True while an enabled ``before-send`` handler is installed for every botocore client, as
     moto's ``mock_aws`` does to answer requests in-process: the CRT would bypass it (and reach the
     network), so boto3 moves the bytes instead. A handler with ``enabled = False`` (moto imported,
-    no mock active) does not count."""
-    from botocore.handlers import BUILTIN_HANDLERS
-
-    return any(h[0].startswith("before-send") and getattr(h[1], "enabled", True) for h in BUILTIN_HANDLERS)
+    no mock active) does not count; without botocore imported there is none."""
+    handlers = sys.modules.get("botocore.handlers")
+    if handlers is None:
+        return False
+    return any(h[0].startswith("before-send") and getattr(h[1], "enabled", True) for h in handlers.BUILTIN_HANDLERS)
 
 
 class S3Store(ObjectStore):
@@ -278,9 +337,13 @@ class S3Store(ObjectStore):
 
     def __init__(self, backend: S3Backend, bucket: str, down: Pace | None = None, up: Pace | None = None) -> None:
         self.backend = backend
-        self.client = backend.client
         self.bucket = bucket
         self._down, self._up = down, up
+
+    @property
+    def client(self) -> Any:
+        """The backend's boto3 client (created on first use)."""
+        return self.backend.client
 
     def paced(self, down: Pace | None, up: Pace | None) -> S3Store:
         """A paced view: a paced direction moves bodies through boto3 in chunks (never the CRT)."""
@@ -338,6 +401,13 @@ class S3Store(ObjectStore):
         )
 
     def head(self, key: str) -> ObjectMeta | None:
+        crt = self.backend.crt()
+        if crt is not None:
+            try:
+                return retried(lambda: crt.head(self.bucket, key), f"Reading {self._url(key)}")
+            except FileNotFoundError:
+                self._check_bucket()  # a missing key is an answer, a missing bucket an error
+                return None
         try:
             r = self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
@@ -353,6 +423,13 @@ class S3Store(ObjectStore):
 
     def _check_bucket(self) -> None:
         """Raise `FileNotFoundError` if the bucket does not exist (or the mapped error of the request)."""
+        crt = self.backend.crt()
+        if crt is not None:
+            try:
+                retried(lambda: crt.head_bucket(self.bucket), f"Reading s3://{self.bucket}")
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"No such bucket: s3://{self.bucket} ({MISSING_BUCKET})") from exc
+            return
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:
@@ -415,6 +492,15 @@ class S3Store(ObjectStore):
         return retried(lambda: self._get_verified(key, dest, size), f"Downloading {self._url(key)}")
 
     def _get_verified(self, key: str, dest: Path, size: int | None) -> ObjectMeta:
+        if not size and self._down is None and self.backend.crt() is not None:
+            # Unknown or empty: one native HEAD tells (an empty object needs no GET).
+            head = self.head(key)
+            if head is None:
+                raise FileNotFoundError(f"Downloading {self._url(key)}: not found (NoSuchKey)")
+            if head.size == 0:
+                dest.write_bytes(b"")
+                return self._verify(key, dest, head)
+            size = head.size
         crt = self._native(size)
         if crt is not None:
             try:
@@ -532,6 +618,13 @@ class S3Store(ObjectStore):
         """One PutObject with ``If-None-Match: *`` (create) or ``If-Match: "<etag>"`` (update)."""
         md5 = hashlib.md5(data, usedforsecurity=False)
         cond = {"IfNoneMatch": "*"} if version is None else {"IfMatch": f'"{version}"'}
+        crt = self.backend.crt()
+        if crt is not None:
+            header = ("If-None-Match", "*") if version is None else ("If-Match", f'"{version}"')
+            try:
+                return crt.put_bytes(self.bucket, key, data, [header])
+            except ConditionFailed:
+                raise PreconditionFailed.of(self._url(key), version) from None
         try:
             r = self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=data, ContentMD5=base64.b64encode(md5.digest()).decode(), **cond
@@ -562,13 +655,22 @@ class S3Store(ObjectStore):
             self._delete_batch(batch)
 
     def _delete_batch(self, keys: builtins.list[str]) -> None:
+        crt = self.backend.crt()
+        if crt is not None:
+            what = f"Deleting {len(keys)} objects from s3://{self.bucket}"
+            failed = retried(lambda: crt.delete_objects(self.bucket, keys), what)
+            self._raise_undeleted([{"Key": k, "Code": c} for k, c in failed])
+            return
         try:
             r = self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
             )
         except Exception as exc:
             raise _map_error(exc, f"Deleting {len(keys)} objects from s3://{self.bucket}") from exc
-        errors = r.get("Errors", [])
+        self._raise_undeleted(r.get("Errors", []))
+
+    def _raise_undeleted(self, errors: builtins.list[dict[str, Any]]) -> None:
+        """`StoreError` naming the keys a DeleteObjects did not delete, if any."""
         if errors:
             detail = "; ".join(f"{e.get('Key')}: {e.get('Code')}" for e in errors[:10])
             raise StoreError(f"Could not delete {len(errors)} objects from s3://{self.bucket}: {detail}")

@@ -3,18 +3,21 @@
 boto3 spends a few milliseconds of Python per request (building, signing,
 parsing); the CRT keeps the request loop, signing, retries and multipart
 splitting in native code, which is several times faster for small objects
-and saturates the link for large ones. It stays a boto3-configured store:
-the endpoint and addressing come from the boto3 client (its own URL for the
-object), credentials from the boto3 session's chain (refreshed on demand),
-and a public profile sends unsigned requests.
+and saturates the link for large ones. The S3 backend gives it the signing
+region, the bucket URLs and the credentials (resolved natively, or from the
+boto3 client and its session's chain, refreshed on demand); a public profile
+sends unsigned requests.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +30,7 @@ from xml.etree import ElementTree
 from ..integrity import IntegrityError, TransferInterrupted
 from ..local import md5_digest
 from ..store import ObjectMeta, StoreError, Throttled, chain, retry_after
+from .s3_config import Credentials
 
 #: Objects above this size are split into parts by the CRT.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -36,27 +40,48 @@ MEMORY_LIMIT = 256 * 1024 * 1024
 _PROBE_KEY = "__pos3_probe__"
 
 
+def presigned_base(client: Any, bucket: str) -> tuple[str, str]:
+    """(host, path prefix) of ``bucket``'s objects, exactly as the boto3 ``client`` addresses them."""
+    url = urlsplit(client.generate_presigned_url("get_object", {"Bucket": bucket, "Key": _PROBE_KEY}))
+    if not url.path.endswith("/" + _PROBE_KEY):
+        raise StoreError(f"cannot derive the object URL for bucket {bucket!r}")
+    return url.netloc, url.path[: -len(_PROBE_KEY)]
+
+
+class ConditionFailed(Exception):
+    """A conditional request's condition did not hold (412, or 409 ConditionalRequestConflict)."""
+
+
 class CrtTransfers:
-    """GET to a file and PUT from a file for one boto3 client."""
+    """Native S3 requests (GET to a file, PUT from a file or bytes, HEAD, list, delete) for one backend."""
 
     def __init__(
-        self, client: Any, credentials: Any, public: bool, part_size: int, max_attempts: int = 8, timeout: float = 120
+        self,
+        region: str,
+        https: bool,
+        credentials: Credentials | Callable[[], Credentials] | None,
+        bucket_base: Callable[[str], tuple[str, str]],
+        part_size: int,
+        max_attempts: int = 8,
+        timeout: float = 120,
     ) -> None:
+        """``credentials``: fixed keys, a function giving the current ones, or None (unsigned);
+        ``bucket_base(bucket)``: the (host, path prefix ending in '/') of its objects."""
         from awscrt.auth import AwsCredentials, AwsCredentialsProvider
         from awscrt.s3 import S3Client, S3RequestTlsMode, S3RetryConfig, create_default_s3_signing_config
 
-        self.client = client
-        region = client.meta.region_name or "us-east-1"
         signing = None
-        if not public:
+        if credentials is not None:
+            if callable(credentials):
+                get = credentials
 
-            def current() -> AwsCredentials:
-                frozen = credentials.get_frozen_credentials()  # refreshes expiring credentials
-                return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+                def current() -> AwsCredentials:
+                    return AwsCredentials(*get())
 
-            provider = AwsCredentialsProvider.new_delegate(current)
+                provider = AwsCredentialsProvider.new_delegate(current)
+            else:
+                provider = AwsCredentialsProvider.new_static(*credentials)
             signing = create_default_s3_signing_config(region=region, credential_provider=provider)
-        https = urlsplit(client.meta.endpoint_url).scheme == "https"
         self.crt = S3Client(
             region=region,
             tls_mode=S3RequestTlsMode.ENABLED if https else S3RequestTlsMode.DISABLED,
@@ -70,19 +95,22 @@ class CrtTransfers:
             # cannot read Retry-After, so throttling it did not absorb soon goes to pos3.wrappers.backoff.
             retry_config=S3RetryConfig(max_retries=max(1, max_attempts - 1), backoff_scale_factor_ms=50),
         )
+        self._bucket_base = bucket_base
         self._bases: dict[str, tuple[str, str]] = {}
         self._watchdog = _Watchdog(timeout)
 
     def _target(self, bucket: str, key: str) -> tuple[str, str]:
-        """(host, path) of ``key``, exactly as the boto3 client addresses it."""
+        """(host, path) of ``key``."""
         base = self._bases.get(bucket)
         if base is None:
-            url = urlsplit(self.client.generate_presigned_url("get_object", {"Bucket": bucket, "Key": _PROBE_KEY}))
-            if not url.path.endswith("/" + _PROBE_KEY):
-                raise StoreError(f"cannot derive the object URL for bucket {bucket!r}")
-            base = self._bases[bucket] = (url.netloc, url.path[: -len(_PROBE_KEY)])
+            base = self._bases[bucket] = self._bucket_base(bucket)
         host, prefix = base
         return host, prefix + quote(key, safe="/~")
+
+    def _bucket_target(self, bucket: str) -> tuple[str, str]:
+        """(host, path) of the bucket itself (no trailing '/' after a path-style bucket name)."""
+        host, path = self._target(bucket, "")
+        return host, path[:-1] if path.endswith("/") and path != "/" else path
 
     def _start(
         self, kind: str, path: str, host: str, headers: list[tuple[str, str]], what: str, **kwargs: Any
@@ -104,8 +132,9 @@ class CrtTransfers:
             if body_cb is not None:
                 body_cb(chunk, **kw)
 
-        method = "PUT" if kind == "PUT_OBJECT" else "GET"
-        request = HttpRequest(method, path, HttpHeaders([("Host", host), *headers]))
+        method = kwargs.pop("method", None) or ("PUT" if kind == "PUT_OBJECT" else "GET")
+        body = kwargs.pop("body", None)
+        request = HttpRequest(method, path, HttpHeaders([("Host", host), *headers]), body)
         callbacks: dict[str, Any] = {"on_headers": on_headers, "on_progress": lambda _n: watch.touch()}
         if body_cb is not None or kind == "DEFAULT":
             callbacks["on_body"] = on_body
@@ -115,7 +144,7 @@ class CrtTransfers:
 
     def list_page(self, bucket: str, prefix: str, token: str | None, start_after: str | None) -> ListPage:
         """One ListObjectsV2 page, parsed natively (no per-key Python objects beyond the results)."""
-        host, path = self._target(bucket, "")
+        host, path = self._bucket_target(bucket)
         query = [("list-type", "2"), ("prefix", prefix), ("encoding-type", "url")]
         if token is not None:
             query.append(("continuation-token", token))
@@ -126,13 +155,67 @@ class CrtTransfers:
         def on_body(chunk: bytes, **_: Any) -> None:
             body.extend(chunk)
 
-        target = (path[:-1] if path.endswith("/") and path != "/" else path) + "?" + urlencode(query, quote_via=quote)
+        target = path + "?" + urlencode(query, quote_via=quote)
         what = f"Listing s3://{bucket}/{prefix}"
         self._start("DEFAULT", target, host, [], what, on_body=on_body, operation_name="ListObjectsV2").result()
         try:
             return _parse_list(bytes(body))
         except (ElementTree.ParseError, ValueError) as exc:
             raise TransferInterrupted(f"{what}: unreadable listing page ({exc})") from exc
+
+    def head(self, bucket: str, key: str) -> ObjectMeta:
+        """One HeadObject (`FileNotFoundError` if there is no such object, or no such bucket)."""
+        host, path = self._target(bucket, key)
+        what = f"Reading s3://{bucket}/{key}"
+        got = self._start("DEFAULT", path, host, [], what, method="HEAD", operation_name="HeadObject").result()
+        return _meta(key, int(got.get("content-length", 0)), got)
+
+    def head_bucket(self, bucket: str) -> None:
+        """One HeadBucket (`FileNotFoundError` if the bucket does not exist)."""
+        host, path = self._bucket_target(bucket)
+        what = f"Reading s3://{bucket}"
+        self._start("DEFAULT", path, host, [], what, method="HEAD", operation_name="HeadBucket").result()
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, conditions: Iterable[tuple[str, str]] = ()) -> ObjectMeta:
+        """One PutObject of ``data`` with its Content-MD5 and the given conditional headers
+        (`ConditionFailed` if the server refuses on a condition)."""
+        host, path = self._target(bucket, key)
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        headers = [("Content-Length", str(len(data))), ("Content-MD5", md5), *conditions]
+        what = f"Uploading s3://{bucket}/{key}"
+        got = self._start("PUT_OBJECT", path, host, headers, what, body=io.BytesIO(data)).result()
+        return _meta(key, len(data), got)
+
+    def delete_objects(self, bucket: str, keys: list[str]) -> list[tuple[str, str]]:
+        """One quiet DeleteObjects of up to 1,000 ``keys``: the (key, code) of each key not deleted."""
+        host, path = self._bucket_target(bucket)
+        objects = "".join(f"<Object><Key>{_xml_text(k)}</Key></Object>" for k in keys)
+        data = f'<Delete xmlns="{_NS[1:-1]}"><Quiet>true</Quiet>{objects}</Delete>'.encode()
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        headers = [("Content-Length", str(len(data))), ("Content-MD5", md5), ("Content-Type", "application/xml")]
+        body = bytearray()
+
+        def on_body(chunk: bytes, **_: Any) -> None:
+            body.extend(chunk)
+
+        what = f"Deleting {len(keys)} objects from s3://{bucket}"
+        self._start(
+            "DEFAULT",
+            path + "?delete",
+            host,
+            headers,
+            what,
+            method="POST",
+            body=io.BytesIO(data),
+            on_body=on_body,
+            operation_name="DeleteObjects",
+        ).result()
+        try:
+            root = ElementTree.fromstring(bytes(body))
+        except ElementTree.ParseError as exc:
+            raise TransferInterrupted(f"{what}: unreadable answer ({exc})") from exc
+        ns = _NS if root.tag.startswith(_NS) else ""
+        return [(e.findtext(f"{ns}Key") or "", e.findtext(f"{ns}Code") or "") for e in root.iterfind(f"{ns}Error")]
 
     def start_get(self, bucket: str, key: str, dest: Path) -> Future:
         """Download ``key`` into ``dest``; the future gives its `ObjectMeta`."""
@@ -284,6 +367,11 @@ def md5_from_etag(etag: str | None) -> str | None:
     return etag.lower() if etag and len(etag) == 32 and "-" not in etag else None
 
 
+def _xml_text(value: str) -> str:
+    """``value`` escaped for XML text (a carriage return kept as a reference, not normalised away)."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+
+
 def _meta(key: str, size: int, headers: dict[str, str]) -> ObjectMeta:
     etag = headers.get("etag", "").strip('"') or None
     modified = headers.get("last-modified")
@@ -295,6 +383,8 @@ def _map(exc: Any, what: str) -> Exception:
     status = getattr(exc, "status_code", None)
     body = (getattr(exc, "body", None) or b"")[:2000].decode("utf-8", "replace")
     code = body.split("<Code>", 1)[1].split("</Code>", 1)[0] if "<Code>" in body else str(status)
+    if status == 412 or code == "ConditionalRequestConflict":
+        return ConditionFailed(f"{what}: HTTP {status} {code}")
     if status == 416:
         return EmptyObject(f"{what}: the object is empty (or was emptied while it was read)")
     if status == 404:
