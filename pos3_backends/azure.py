@@ -20,7 +20,9 @@ container); ``region`` is unused. Profile options:
 * ``page_size``: blobs per list request (default 5000, the service's maximum);
 * ``timeout``: seconds one request may wait for the server (default 120);
 * ``max_attempts``: tries per request, first one included (default 7);
-* ``retry_backoff``: seconds before the first retry, doubling for each next one (default 1).
+* ``retry_backoff``: seconds before the first retry, doubling for each next one (default 1);
+* ``transfer_client``: ``native`` (the default: blobs up to 8 MiB move through
+  `pos3_backends.azure_native`, one event loop with many requests in flight) or ``sdk``.
 
 An account URL without ``account_key``, ``sas_token`` or ``credential`` is
 used with ``azure.identity.DefaultAzureCredential`` (environment, workload or
@@ -55,11 +57,13 @@ import os
 import random
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pos3.hookspecs import StoreSpec, hookimpl
-from pos3.integrity import IntegrityError, check_md5, retried
+from pos3.integrity import IntegrityError, check_md5, retried, retried_async
 from pos3.local import md5_digest
 from pos3.store import (
     Backend,
@@ -77,6 +81,9 @@ from ._common import MiB, b64_to_hex, checked_options, network_error, run_all, u
 if TYPE_CHECKING:
     from pos3.profiles import Profile
 
+    from ._aio import Engine
+    from .azure_native import AzureNative
+
 INSTALL = "pip install pos3[azure]"
 LIST_PAGE = 5000
 #: The Blob Batch API accepts at most this many sub-requests.
@@ -93,6 +100,7 @@ OPTIONS = {
     "timeout",
     "max_attempts",
     "retry_backoff",
+    "transfer_client",
 }
 TIMEOUT = 120.0
 MAX_ATTEMPTS = 7
@@ -185,6 +193,15 @@ class AzureBackend(Backend):
         backoff = float(opts.pop("retry_backoff", RETRY_BACKOFF))
         if timeout <= 0 or attempts < 1 or backoff < 0:
             raise ValueError("Azure profile options timeout, max_attempts and retry_backoff must be positive")
+        transfer_client = opts.pop("transfer_client", "native")
+        if transfer_client not in ("native", "sdk"):
+            raise ValueError(f"Azure profile option transfer_client must be 'native' or 'sdk', got {transfer_client!r}")
+        self._native_wanted = transfer_client == "native"
+        self._engine: Engine | None = None
+        self._native_lock = threading.Lock()
+        self.timeout = timeout
+        self.attempts = attempts
+        self.backoff = backoff
         self.max_workers = max_workers
         self.batch_ok = True
         self._batch_lock = threading.Lock()
@@ -209,7 +226,32 @@ class AzureBackend(Backend):
     def store(self, bucket: str) -> AzureStore:
         return AzureStore(self, bucket)
 
+    def native(self, container: Any) -> AzureNative | None:
+        """Native transfers for ``container`` (the engine starts on first use), or None when the
+        profile asks for the SDK or its credential is of a kind only the SDK can use."""
+        if not self._native_wanted:
+            return None
+        from .azure_native import AzureNative, native_auth
+
+        auth = native_auth(self.client.credential)
+        query = urlsplit(container.url).query
+        if auth == "" and query:
+            auth = query  # a SAS in the account URL
+        if auth is None:
+            return None
+        from ._aio import Engine, RetryPolicy
+
+        with self._native_lock:
+            if self._engine is None:
+                self._engine = Engine(max(10, 2 * self.max_workers), self.timeout)
+        policy = RetryPolicy(attempts=self.attempts, deadline=float("inf"), first=self.backoff, cap=60.0)
+        return AzureNative(self._engine, auth, self.client.api_version, policy)
+
     def close(self) -> None:
+        with self._native_lock:
+            if self._engine is not None:
+                self._engine.close()
+                self._engine = None
         self.client.close()
         self.session.close()
 
@@ -307,6 +349,36 @@ class AzureStore(ObjectStore):
         self.backend = backend
         self.container = backend.client.get_container_client(container)
         self.name = container
+        self._base = self.container.url.split("?", 1)[0].rstrip("/")
+        self._native: AzureNative | None = None
+        self._native_checked = False
+
+    def _native_for(self, size: int | None) -> AzureNative | None:
+        """The native transfers for a blob of ``size`` bytes (unknown: one streamed GET), or None."""
+        from .azure_native import NATIVE_MAX
+
+        if size is not None and size > NATIVE_MAX:
+            return None
+        if not self._native_checked:
+            self._native = self.backend.native(self.container)
+            self._native_checked = True
+        return self._native
+
+    def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
+        """One native GET (`pos3_backends.azure_native`) for blobs up to 8 MiB; a mismatch is retried whole."""
+        native = self._native_for(size)
+        if native is None:
+            return None
+        what = f"Downloading {self._url(key)}"
+        return retried_async(lambda: native.start_get(self._base, key, dest, what))
+
+    def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
+        """One native Put Blob for files up to 8 MiB; larger ones go through the SDK (staged blocks)."""
+        native = self._native_for(os.stat(src).st_size)
+        if native is None:
+            return None
+        what = f"Uploading {self._url(key)}"
+        return retried_async(lambda: native.start_put(self._base, key, src, what))
 
     def _url(self, key: str) -> str:
         return f"az://{self.name}/{key}"
@@ -336,7 +408,11 @@ class AzureStore(ObjectStore):
         return _meta(key, props)
 
     def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
-        """Download, then compare with the blob's Content-MD5 (when it has one); retried whole on a mismatch."""
+        """Download, then compare with the blob's Content-MD5 (when it has one); retried whole on a mismatch.
+        Natively (`start_get`) unless the profile asks for the SDK or the blob is large."""
+        started = self.start_get(key, dest, size)
+        if started is not None:
+            return started.result()
         return retried(lambda: self._get(key, dest), f"Downloading {self._url(key)}")
 
     def _get(self, key: str, dest: Path) -> ObjectMeta:
@@ -358,6 +434,9 @@ class AzureStore(ObjectStore):
 
     def put(self, key: str, src: Path) -> ObjectMeta:
         """Upload with a Content-MD5 on every request (checked by the service); retried whole on a mismatch."""
+        started = self.start_put(key, src)
+        if started is not None:
+            return started.result()
         return retried(lambda: self._put(key, src), f"Uploading {self._url(key)}")
 
     def _put(self, key: str, src: Path) -> ObjectMeta:

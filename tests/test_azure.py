@@ -175,3 +175,36 @@ def test_account_url_without_any_identity_is_a_permission_error(clean_cloud_env,
 def test_no_account_configured(clean_cloud_env):
     with pytest.raises(ValueError, match="AZURE_STORAGE_CONNECTION_STRING"):
         AzureBackend(Profile(), 2)
+
+
+def test_native_transfers_by_default_and_sdk_on_request(az, az_container, az_profile, tmp_path):
+    """Blob bodies move natively unless the profile asks for the SDK; both paths give the same metadata."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"native and sdk")
+    for client in ("native", "sdk"):
+        options = {**az_profile.options, "transfer_client": client}
+        backend = AzureBackend(Profile(local_name=f"az-{client}", endpoint=az_profile.endpoint, options=options), 4)
+        try:
+            store = backend.store(az_container)
+            started = store.start_put(f"{client}.bin", src)
+            assert (started is not None) == (client == "native")
+            put_meta = started.result() if started is not None else store.put(f"{client}.bin", src)
+            dest = tmp_path / f"{client}.out"
+            got = store.get(f"{client}.bin", dest, len(b"native and sdk"))
+            assert dest.read_bytes() == b"native and sdk"
+            assert (
+                (got.version, got.md5)
+                == (put_meta.version, put_meta.md5)
+                == (store.head(f"{client}.bin").version, put_meta.md5)
+            )
+        finally:
+            backend.close()
+    with pytest.raises(ValueError, match="transfer_client"):
+        AzureBackend(
+            Profile(
+                local_name="bad",
+                endpoint=az_profile.endpoint,
+                options={**az_profile.options, "transfer_client": "curl"},
+            ),
+            4,
+        )
