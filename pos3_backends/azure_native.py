@@ -21,10 +21,11 @@ from concurrent.futures import Future
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
+from xml.etree import ElementTree
 
-from pos3.integrity import IntegrityError
-from pos3.store import ObjectMeta, StoreError, Throttled, retry_after
+from pos3.integrity import IntegrityError, TransferInterrupted
+from pos3.store import ObjectMeta, PreconditionFailed, StoreError, Throttled, retry_after
 
 from ._aio import TRANSIENT_STATUS, Engine, RetryPolicy, Transient, guard, retrying
 from .azure import INTEGRITY_CODES
@@ -32,6 +33,8 @@ from .azure import INTEGRITY_CODES
 #: Blobs up to this size move natively (one request each); larger ones go through the SDK (blocks, ranges).
 NATIVE_MAX = 8 * 1024 * 1024
 CHUNK = 1 << 20
+#: The Blob service API version of native requests when no SDK client names one.
+API_VERSION = "2021-12-02"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 _SIGNED = (
     "content-encoding",
@@ -133,7 +136,7 @@ class AzureNative:
         auth = self.auth
         if isinstance(auth, SharedKey):
             parts = urlsplit(url)
-            query = dict(p.split("=", 1) for p in parts.query.split("&") if p)
+            query = {k: unquote(v) for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)}
             headers["Authorization"] = auth.sign(method, parts.path, query, headers)
         elif isinstance(auth, str):
             if auth:
@@ -146,6 +149,90 @@ class AzureNative:
                 token_value = token[0]
             headers["Authorization"] = f"Bearer {token_value}"
         return url
+
+    # -- small requests -------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        ok: tuple[int, ...],
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> tuple[int, Any, bytes]:
+        """One small request (retried like every other), waited for: status (one of ``ok``), headers, body."""
+        import yarl
+
+        async def once() -> tuple[int, Any, bytes]:
+            sent = dict(headers or {})
+            if data is not None:
+                sent["Content-Length"] = str(len(data))
+            target = await self._authorize(method, url, sent)
+            async with self.engine.session.request(
+                method, yarl.URL(target, encoded=True), headers=sent, data=data
+            ) as r:
+                body = await r.read()
+                if r.status not in ok:
+                    _fail(r.status, r.headers, body, what)
+                return r.status, r.headers, body
+
+        return self.engine.run(guard(retrying(once, self.policy), what)).result()
+
+    def list_page(
+        self, base: str, prefix: str, size: int, marker: str | None, what: str
+    ) -> tuple[list[ObjectMeta], str | None]:
+        """One List Blobs page under the container URL ``base`` and the next page's marker.
+        A body that cannot be read raises `TransferInterrupted`."""
+        query = {"comp": "list", "restype": "container", "maxresults": str(size)}
+        if prefix:
+            query["prefix"] = prefix
+        if marker:
+            query["marker"] = marker
+        _, _, body = self.call("GET", f"{base}?{urlencode(query, quote_via=quote)}", what, (200,))
+        try:
+            root = ElementTree.fromstring(body)
+            metas = [_blob_meta(b) for b in root.iterfind("Blobs/Blob")]
+        except (ElementTree.ParseError, ValueError, TypeError, AttributeError) as exc:
+            raise TransferInterrupted(f"{what}: unreadable listing page ({exc})") from exc
+        return metas, root.findtext("NextMarker") or None
+
+    def head(self, base: str, key: str, what: str) -> ObjectMeta | None:
+        """The blob's properties, or None if it does not exist (a missing container raises)."""
+        status, headers, _ = self.call("HEAD", f"{base}/{quote(key, safe='/~')}", what, (200, 404))
+        if status == 404:
+            if headers.get("x-ms-error-code") == "ContainerNotFound":
+                raise FileNotFoundError(f"{what}: not found (ContainerNotFound)")
+            return None
+        return _header_meta(key, headers)
+
+    def delete(self, base: str, key: str, what: str) -> None:
+        """Delete one blob; a missing one is not an error."""
+        self.call("DELETE", f"{base}/{quote(key, safe='/~')}", what, (200, 202, 404))
+
+    def put_if(self, base: str, key: str, data: bytes, version: str | None, what: str) -> ObjectMeta:
+        """One Put Blob only if no blob exists (``version`` None) or its ETag is ``version``."""
+        digest = hashlib.md5(data, usedforsecurity=False).digest()
+        md5 = base64.b64encode(digest).decode()
+        headers = {
+            "Content-MD5": md5,
+            "Content-Type": "application/octet-stream",
+            "x-ms-blob-type": "BlockBlob",
+            "x-ms-blob-content-md5": md5,
+            "x-ms-blob-content-type": "application/octet-stream",
+        }
+        if version is None:
+            headers["If-None-Match"] = "*"
+        else:
+            headers["If-Match"] = f'"{version}"'
+        url = f"{base}/{quote(key, safe='/~')}"
+        status, got, _ = self.call("PUT", url, what, (200, 201, 404, 409, 412), headers, data)
+        code = got.get("x-ms-error-code") or ""
+        if status in (409, 412) or (status == 404 and version is not None and code != "ContainerNotFound"):
+            raise PreconditionFailed.of(what.split(" ", 1)[-1], version)
+        if status == 404:
+            raise FileNotFoundError(f"{what}: not found ({code or 'HTTP 404'})")
+        return ObjectMeta(key, len(data), _etag(got.get("ETag")), _mtime(got.get("Last-Modified")), digest.hex())
 
     # -- transfers ------------------------------------------------------------
 
@@ -203,6 +290,36 @@ class AzureNative:
                 _fail(r.status, r.headers, body, what)
             etag, modified = _etag(r.headers.get("ETag")), _mtime(r.headers.get("Last-Modified"))
         return ObjectMeta(key, len(data), etag, modified, digest.hex())
+
+
+def _blob_meta(blob: ElementTree.Element) -> ObjectMeta:
+    """One ``<Blob>`` of a List Blobs answer (a name marked ``Encoded`` is percent-encoded)."""
+    name_el = blob.find("Name")
+    if name_el is None or name_el.text is None:
+        raise ValueError("a blob without a name")
+    name = unquote(name_el.text) if name_el.get("Encoded") == "true" else name_el.text
+    props = blob.find("Properties")
+    if props is None:
+        raise ValueError(f"{name}: no properties")
+    md5 = props.findtext("Content-MD5")
+    return ObjectMeta(
+        name,
+        int(props.findtext("Content-Length") or 0),
+        _etag(props.findtext("Etag")),
+        _mtime(props.findtext("Last-Modified")),
+        base64.b64decode(md5).hex() if md5 else None,
+    )
+
+
+def _header_meta(key: str, headers: Any) -> ObjectMeta:
+    md5 = headers.get("Content-MD5")
+    return ObjectMeta(
+        key,
+        int(headers.get("Content-Length") or 0),
+        _etag(headers.get("ETag")),
+        _mtime(headers.get("Last-Modified")),
+        base64.b64decode(md5).hex() if md5 else None,
+    )
 
 
 def _etag(value: str | None) -> str | None:

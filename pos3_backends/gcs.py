@@ -327,6 +327,12 @@ class GCSStore(ObjectStore):
             raise _map_error(exc, what) from exc
 
     def head(self, key: str) -> ObjectMeta | None:
+        native = self.backend.native()
+        if native is not None:
+            meta = native.head(self.name, key, f"Reading {self._url(key)}")
+            if meta is None:
+                self._check_bucket()  # a missing key is an answer; a missing bucket is an error
+            return meta
         blob = self.bucket.blob(key)
         try:
             blob.reload(retry=self.retry, timeout=self.timeout)
@@ -341,6 +347,13 @@ class GCSStore(ObjectStore):
     def _check_bucket(self) -> None:
         """Raise `FileNotFoundError` if the bucket does not exist: a one-object listing answers
         404 then (and needs only the object-listing permission a sync needs anyway)."""
+        native = self.backend.native()
+        if native is not None:
+            try:
+                native.list_page(self.name, "", 1, None, None, f"Reading gs://{self.name}")
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"No such bucket: gs://{self.name}") from exc
+            return
         try:
             it = self.client.list_blobs(self.bucket, max_results=1, retry=self.retry, timeout=self.timeout)
             next(iter(it), None)
@@ -441,6 +454,10 @@ class GCSStore(ObjectStore):
             generation = 0 if version is None else int(version)
         except ValueError:
             raise PreconditionFailed(f"{self._url(key)}: {version!r} is not a generation") from None
+        native = self.backend.native()
+        if native is not None:
+            what = f"Uploading {self._url(key)}"
+            return native.start_upload(self.name, key, data, what, if_generation=generation).result()
         blob = self.bucket.blob(key)
         try:
             blob.upload_from_string(data, if_generation_match=generation, checksum="md5", retry=self.retry)
@@ -480,6 +497,10 @@ class GCSStore(ObjectStore):
         return undeleted(keys, [r.status_code for r in responses])
 
     def _delete_one(self, key: str) -> None:
+        native = self.backend.native()
+        if native is not None:
+            native.delete(self.name, key, f"Deleting {self._url(key)}")
+            return
         from google.api_core.exceptions import NotFound
 
         try:

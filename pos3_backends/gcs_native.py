@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pos3.integrity import IntegrityError, TransferInterrupted
-from pos3.store import ObjectMeta, StoreError, Throttled, retry_after
+from pos3.store import ObjectMeta, PreconditionFailed, StoreError, Throttled, retry_after
 
 from ._aio import TRANSIENT_STATUS, Engine, RetryPolicy, Transient, guard, retrying
 from ._common import b64_to_hex
@@ -34,7 +34,8 @@ NATIVE_MAX = 8 * 1024 * 1024
 CHUNK = 1 << 20
 #: Seconds between two asks for the access token (google-auth refreshes it ahead of expiry).
 TOKEN_RECHECK = 30.0
-LIST_FIELDS = "items(name,size,generation,md5Hash,updated),nextPageToken"
+OBJECT_FIELDS = "name,size,generation,md5Hash,updated"
+LIST_FIELDS = f"items({OBJECT_FIELDS}),nextPageToken"
 
 
 def map_status(status: int, headers: Any, body: bytes, what: str) -> Exception:
@@ -96,10 +97,25 @@ class GCSNative:
             cached = self._auth = ({"Authorization": f"Bearer {token}"} if token else {}, time.monotonic())
         return dict(cached[0])
 
+    def call(
+        self, method: str, url: str, params: dict[str, str], what: str, ok: tuple[int, ...] = (200,)
+    ) -> tuple[int, bytes]:
+        """One small request (retried like every other), waited for: its status (one of ``ok``) and body."""
+
+        async def once() -> tuple[int, bytes]:
+            async with self.engine.session.request(method, url, params=params, headers=await self._headers()) as r:
+                body = await r.read()
+                if r.status not in ok:
+                    _fail(r.status, r.headers, body, what)
+                return r.status, body
+
+        return self.engine.run(guard(retrying(once, self.policy), what)).result()
+
     def list_page(
         self, bucket: str, prefix: str, size: int, start: str | None, token: str | None, what: str
     ) -> tuple[list[ObjectMeta], str | None]:
-        """One page of the listing (from ``start``, inclusive) and the next page's token."""
+        """One page of the listing (from ``start``, inclusive) and the next page's token.
+        A body that cannot be read (cut short) raises `TransferInterrupted`."""
         params = {"maxResults": str(size), "fields": LIST_FIELDS, "projection": "noAcl"}
         if prefix:
             params["prefix"] = prefix
@@ -107,29 +123,26 @@ class GCSNative:
             params["startOffset"] = start
         if token:
             params["pageToken"] = token
-        url = f"{self.base}/storage/v1/b/{quote(bucket, safe='')}/o"
-        return self.engine.run(guard(retrying(lambda: self._list_once(url, params, what), self.policy), what)).result()
-
-    async def _list_once(self, url: str, params: dict[str, str], what: str) -> tuple[list[ObjectMeta], str | None]:
-        async with self.engine.session.get(url, params=params, headers=await self._headers()) as r:
-            body = await r.read()
-            if r.status != 200:
-                _fail(r.status, r.headers, body, what)
+        _, body = self.call("GET", f"{self.base}/storage/v1/b/{quote(bucket, safe='')}/o", params, what)
         try:
             got = json.loads(body)
-            items = [
-                ObjectMeta(
-                    o["name"],
-                    int(o.get("size") or 0),
-                    str(o["generation"]) if "generation" in o else None,
-                    _mtime(o["updated"]) if "updated" in o else None,
-                    b64_to_hex(o.get("md5Hash")),
-                )
-                for o in got.get("items", ())
-            ]
+            return [_object_meta(o) for o in got.get("items", ())], got.get("nextPageToken") or None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise Transient(TransferInterrupted(f"{what}: unreadable listing page ({exc})")) from exc
-        return items, got.get("nextPageToken") or None
+            raise TransferInterrupted(f"{what}: unreadable listing page ({exc})") from exc
+
+    def head(self, bucket: str, key: str, what: str) -> ObjectMeta | None:
+        """The object's metadata, or None on a 404 (a missing key, or a missing bucket)."""
+        status, body = self.call("GET", self._object(bucket, key), {"fields": OBJECT_FIELDS}, what, (200, 404))
+        if status == 404:
+            return None
+        try:
+            return _object_meta(json.loads(body))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TransferInterrupted(f"{what}: unreadable answer ({exc})") from exc
+
+    def delete(self, bucket: str, key: str, what: str) -> None:
+        """Delete one object; a missing one is not an error."""
+        self.call("DELETE", self._object(bucket, key), {}, what, (200, 204, 404))
 
     # -- transfers ------------------------------------------------------------
 
@@ -169,8 +182,13 @@ class GCSNative:
 
     def start_put(self, bucket: str, key: str, src: Path) -> Future[ObjectMeta]:
         """Upload ``src`` (read whole, at most `NATIVE_MAX` bytes) to ``key``; the future gives its `ObjectMeta`."""
-        what = f"Uploading gs://{bucket}/{key}"
-        data = src.read_bytes()
+        return self.start_upload(bucket, key, src.read_bytes(), f"Uploading gs://{bucket}/{key}")
+
+    def start_upload(
+        self, bucket: str, key: str, data: bytes, what: str, if_generation: int | None = None
+    ) -> Future[ObjectMeta]:
+        """One multipart upload of ``data`` carrying its MD5 (``if_generation``: only if the live
+        generation is that one, 0 for none); a refused condition raises `PreconditionFailed`."""
         digest = hashlib.md5(data, usedforsecurity=False).digest()
         boundary = secrets.token_hex(16)
         meta = json.dumps({"name": key, "md5Hash": base64.b64encode(digest).decode()})
@@ -183,32 +201,44 @@ class GCSNative:
             )
         )
         url = f"{self.base}/upload/storage/v1/b/{quote(bucket, safe='')}/o"
+        params = {"uploadType": "multipart", "fields": OBJECT_FIELDS}
+        if if_generation is not None:
+            params["ifGenerationMatch"] = str(if_generation)
         ctype = f'multipart/related; boundary="{boundary}"'
 
         async def once() -> ObjectMeta:
-            return await self._put_once(url, bucket, key, body, ctype, digest, len(data), what)
+            return await self._put_once(url, params, bucket, key, body, ctype, digest, len(data), what)
 
         return self.engine.run(guard(retrying(once, self.policy), what))
 
     async def _put_once(
-        self, url: str, bucket: str, key: str, body: bytes, ctype: str, digest: bytes, size: int, what: str
+        self,
+        url: str,
+        params: dict[str, str],
+        bucket: str,
+        key: str,
+        body: bytes,
+        ctype: str,
+        digest: bytes,
+        size: int,
+        what: str,
     ) -> ObjectMeta:
         headers = {**await self._headers(), "Content-Type": ctype}
-        params = {"uploadType": "multipart", "fields": "generation,md5Hash,size,updated"}
         async with self.engine.session.post(url, params=params, data=body, headers=headers) as r:
             answer = await r.read()
+            if r.status == 412 and "ifGenerationMatch" in params:
+                generation = int(params["ifGenerationMatch"])
+                raise PreconditionFailed.of(f"gs://{bucket}/{key}", None if generation == 0 else str(generation))
             if r.status != 200:
                 _fail(r.status, r.headers, answer, what)
         try:
-            got = json.loads(answer)
-            generation = str(got["generation"])
-        except (ValueError, KeyError, TypeError) as exc:
+            got = _object_meta({"name": key, "size": size, **json.loads(answer)})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise Transient(StoreError(f"{what}: unreadable answer from the service")) from exc
-        md5 = b64_to_hex(got.get("md5Hash"))
-        if md5 is not None and md5 != digest.hex():
-            await self._discard(bucket, key, generation)
-            raise IntegrityError(f"{what}: the stored object's MD5 {md5} does not match the file (removed)")
-        return ObjectMeta(key, size, generation, _mtime(got.get("updated")), md5 or digest.hex())
+        if got.md5 is not None and got.md5 != digest.hex():
+            await self._discard(bucket, key, str(got.version))
+            raise IntegrityError(f"{what}: the stored object's MD5 {got.md5} does not match the file (removed)")
+        return ObjectMeta(key, size, got.version, got.mtime, got.md5 or digest.hex())
 
     async def _discard(self, bucket: str, key: str, generation: str) -> None:
         """Delete a bad upload, only while it is still the live generation (best effort)."""
@@ -219,6 +249,17 @@ class GCSNative:
                 await r.read()
         except Exception:  # noqa: BLE001, S110 - gone or rewritten meanwhile: not ours to remove
             pass
+
+
+def _object_meta(o: dict[str, Any]) -> ObjectMeta:
+    """An object resource of the JSON API as `ObjectMeta`."""
+    return ObjectMeta(
+        o["name"],
+        int(o.get("size") or 0),
+        str(o["generation"]) if "generation" in o else None,
+        _mtime(o["updated"]) if "updated" in o else None,
+        b64_to_hex(o.get("md5Hash")),
+    )
 
 
 def _fail(status: int, headers: Any, body: bytes, what: str) -> None:
