@@ -20,7 +20,9 @@ container); ``region`` is unused. Profile options:
 * ``page_size``: blobs per list request (default 5000, the service's maximum);
 * ``timeout``: seconds one request may wait for the server (default 120);
 * ``max_attempts``: tries per request, first one included (default 7);
-* ``retry_backoff``: seconds before the first retry, doubling for each next one (default 1).
+* ``retry_backoff``: seconds before the first retry, doubling for each next one (default 1);
+* ``transfer_client``: ``native`` (the default: blobs up to 8 MiB move through
+  `pos3_backends.azure_native`, one event loop with many requests in flight) or ``sdk``.
 
 An account URL without ``account_key``, ``sas_token`` or ``credential`` is
 used with ``azure.identity.DefaultAzureCredential`` (environment, workload or
@@ -50,16 +52,20 @@ it comes, for the sync engine to detect and sort.
 from __future__ import annotations
 
 import builtins
+import functools
 import importlib
+import importlib.util
 import os
 import random
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pos3.hookspecs import StoreSpec, hookimpl
-from pos3.integrity import IntegrityError, check_md5, retried
+from pos3.integrity import IntegrityError, check_md5, retried, retried_async
 from pos3.local import md5_digest
 from pos3.store import (
     Backend,
@@ -77,6 +83,9 @@ from ._common import MiB, b64_to_hex, checked_options, network_error, run_all, u
 if TYPE_CHECKING:
     from pos3.profiles import Profile
 
+    from ._aio import Engine
+    from .azure_native import AzureNative
+
 INSTALL = "pip install pos3[azure]"
 LIST_PAGE = 5000
 #: The Blob Batch API accepts at most this many sub-requests.
@@ -93,6 +102,7 @@ OPTIONS = {
     "timeout",
     "max_attempts",
     "retry_backoff",
+    "transfer_client",
 }
 TIMEOUT = 120.0
 MAX_ATTEMPTS = 7
@@ -174,10 +184,8 @@ class AzureBackend(Backend):
     """One `BlobServiceClient` per profile over one requests session, pooled for every worker."""
 
     def __init__(self, profile: Profile, max_workers: int) -> None:
-        blob = _sdk()
-        import requests
-        from azure.core.pipeline.transport import RequestsTransport
-
+        if importlib.util.find_spec("azure.storage.blob") is None:
+            _sdk()  # raises the ImportError naming the extra
         opts = checked_options(profile, OPTIONS, "Azure")
         self.page_size = int(opts.pop("page_size", LIST_PAGE))
         timeout = float(opts.pop("timeout", TIMEOUT))
@@ -185,11 +193,43 @@ class AzureBackend(Backend):
         backoff = float(opts.pop("retry_backoff", RETRY_BACKOFF))
         if timeout <= 0 or attempts < 1 or backoff < 0:
             raise ValueError("Azure profile options timeout, max_attempts and retry_backoff must be positive")
+        transfer_client = opts.pop("transfer_client", "native")
+        if transfer_client not in ("native", "sdk"):
+            raise ValueError(f"Azure profile option transfer_client must be 'native' or 'sdk', got {transfer_client!r}")
+        self._engine: Engine | None = None
+        self._native_lock = threading.Lock()
+        self.timeout = timeout
+        self.attempts = attempts
+        self.backoff = backoff
         self.max_workers = max_workers
         self.batch_ok = True
         self._batch_lock = threading.Lock()
+        self._profile, self._opts = profile, opts
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self._native_wanted = transfer_client == "native"
+        # (account URL, auth) when the native path can serve the profile without the SDK's help:
+        # the SDK is then imported only when a verb needs it.
+        self.native_config = _native_config(profile, opts) if self._native_wanted else None
+        if self.native_config is None:
+            self.client  # noqa: B018 - built now: configuration errors surface at connect
+
+    @property
+    def client(self) -> Any:
+        """The SDK's `BlobServiceClient` (built on first use) over one pooled requests session."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._build_client()
+            return self._client
+
+    def _build_client(self) -> Any:
+        blob = _sdk()
+        import requests
+        from azure.core.pipeline.transport import RequestsTransport
+
+        timeout = self.timeout
         self.session = requests.Session()
-        widen_pool(self.session, max(10, 2 * max_workers))
+        widen_pool(self.session, max(10, 2 * self.max_workers))
         config: dict[str, Any] = {
             # Timeouts go to the transport itself: a given transport ignores the client's.
             "transport": RequestsTransport(
@@ -198,20 +238,107 @@ class AzureBackend(Backend):
                 connection_timeout=min(20, timeout),
                 read_timeout=timeout,
             ),
-            "retry_policy": _retry_policy(blob, attempts, backoff),
+            "retry_policy": _retry_policy(blob, self.attempts, self.backoff),
             "connection_timeout": min(20, timeout),
             "read_timeout": timeout,
             "max_block_size": 8 * MiB,
             "max_chunk_get_size": 8 * MiB,
         }
-        self.client = _service_client(blob, profile, opts, config)
+        return _service_client(blob, self._profile, self._opts, config)
 
     def store(self, bucket: str) -> AzureStore:
         return AzureStore(self, bucket)
 
+    def container_url(self, container: str) -> str:
+        """The container's URL without any SAS query."""
+        if self.native_config is not None:
+            return f"{self.native_config[0]}/{container}"
+        return str(self.client.get_container_client(container).url).split("?", 1)[0].rstrip("/")
+
+    def native(self, container: str) -> AzureNative | None:
+        """Native transfers for ``container`` (the engine starts on first use), or None when the
+        profile asks for the SDK or its credential is of a kind only the SDK can use."""
+        if not self._native_wanted:
+            return None
+        from .azure_native import API_VERSION, AzureNative, native_auth
+
+        if self.native_config is not None:
+            auth, version = self.native_config[1], API_VERSION
+        else:
+            auth, version = native_auth(self.client.credential), self.client.api_version
+            query = urlsplit(self.client.get_container_client(container).url).query
+            if auth == "" and query:
+                auth = query  # a SAS in the account URL
+        if auth is None:
+            return None
+        from ._aio import Engine, RetryPolicy
+
+        with self._native_lock:
+            if self._engine is None:
+                self._engine = Engine(max(10, 2 * self.max_workers), self.timeout)
+        policy = RetryPolicy(attempts=self.attempts, deadline=float("inf"), first=self.backoff, cap=60.0)
+        return AzureNative(self._engine, auth, version, policy)
+
     def close(self) -> None:
-        self.client.close()
-        self.session.close()
+        with self._native_lock:
+            if self._engine is not None:
+                self._engine.close()
+                self._engine = None
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self.session.close()
+
+
+def _native_config(profile: Profile, opts: dict[str, Any]) -> tuple[str, Any] | None:
+    """The account URL and native auth (`azure_native.SharedKey`, a SAS query, ``""`` for anonymous)
+    the profile describes by the same rules as `_service_client`, or None when only the SDK can
+    serve it (a credential object, `DefaultAzureCredential`, a URL with a query, an odd connection string)."""
+    from .azure_native import SharedKey
+
+    conn = opts.get("connection_string")
+    url = profile.endpoint or _account_url(opts.get("account_name"))
+    if conn is None and url is None and not any(k in opts for k in CREDENTIAL_OPTIONS):
+        conn = os.environ.get(CONNECTION_STRING_ENV)
+    if conn is not None:
+        if profile.endpoint is not None:
+            return None  # the SDK path raises the configuration error
+        try:
+            url = _connection_string_url(conn)
+        except ValueError:
+            return None
+        parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+        if "?" in url:
+            return None
+        if profile.public:
+            return url, ""
+        if "AccountName" in parts and "AccountKey" in parts:
+            return url, SharedKey(parts["AccountName"], parts["AccountKey"])
+        if "SharedAccessSignature" in parts:
+            return url, parts["SharedAccessSignature"].lstrip("?")
+        return None
+    if url is None or "?" in url:
+        return None
+    url = url.rstrip("/")
+    if profile.public:
+        return url, ""
+    if "account_key" in opts and "credential" not in opts:
+        name = opts.get("account_name") or _account_from_url(url)
+        return (url, SharedKey(name, str(opts["account_key"]))) if name else None
+    if "sas_token" in opts and "credential" not in opts:
+        return url, str(opts["sas_token"]).lstrip("?")
+    return None
+
+
+def _account_from_url(url: str) -> str | None:
+    """The account an account URL names, as the SDK reads it: the first label of
+    ``NAME.blob.core.windows.net``, else (an IP or localhost, as Azurite) the first path segment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ".blob." in host:
+        return host.split(".", 1)[0]
+    segment = parts.path.strip("/").split("/", 1)[0]
+    return segment or None
 
 
 def _retry_policy(blob: Any, attempts: int, first: float) -> Any:
@@ -305,8 +432,45 @@ class AzureStore(ObjectStore):
 
     def __init__(self, backend: AzureBackend, container: str) -> None:
         self.backend = backend
-        self.container = backend.client.get_container_client(container)
         self.name = container
+        self._native: AzureNative | None = None
+        self._native_checked = False
+
+    @functools.cached_property
+    def container(self) -> Any:
+        """The SDK's container client (the SDK is imported on first use)."""
+        return self.backend.client.get_container_client(self.name)
+
+    @functools.cached_property
+    def _base(self) -> str:
+        return self.backend.container_url(self.name)
+
+    def _native_for(self, size: int | None) -> AzureNative | None:
+        """The native transfers for a blob of ``size`` bytes (unknown: one streamed GET), or None."""
+        from .azure_native import NATIVE_MAX
+
+        if size is not None and size > NATIVE_MAX:
+            return None
+        if not self._native_checked:
+            self._native = self.backend.native(self.name)
+            self._native_checked = True
+        return self._native
+
+    def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
+        """One native GET (`pos3_backends.azure_native`) for blobs up to 8 MiB; a mismatch is retried whole."""
+        native = self._native_for(size)
+        if native is None:
+            return None
+        what = f"Downloading {self._url(key)}"
+        return retried_async(lambda: native.start_get(self._base, key, dest, what))
+
+    def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
+        """One native Put Blob for files up to 8 MiB; larger ones go through the SDK (staged blocks)."""
+        native = self._native_for(os.stat(src).st_size)
+        if native is None:
+            return None
+        what = f"Uploading {self._url(key)}"
+        return retried_async(lambda: native.start_put(self._base, key, src, what))
 
     def _url(self, key: str) -> str:
         return f"az://{self.name}/{key}"
@@ -315,6 +479,14 @@ class AzureStore(ObjectStore):
         return utf8_order(self._list(prefix))
 
     def _list(self, prefix: str) -> Iterator[ObjectMeta]:
+        native = self._native_for(0)
+        if native is not None:
+            what, marker = f"Listing {self._url(prefix)}", None
+            while True:
+                page, marker = native.list_page(self._base, prefix, self.backend.page_size, marker, what)
+                yield from page
+                if not marker:
+                    return
         try:
             pages = self.container.list_blobs(
                 name_starts_with=prefix or None, results_per_page=self.backend.page_size
@@ -326,6 +498,9 @@ class AzureStore(ObjectStore):
             raise _map_error(exc, f"Listing {self._url(prefix)}") from exc
 
     def head(self, key: str) -> ObjectMeta | None:
+        native = self._native_for(0)
+        if native is not None:
+            return native.head(self._base, key, f"Reading {self._url(key)}")
         try:
             props = self.container.get_blob_client(key).get_blob_properties()
         except Exception as exc:
@@ -336,7 +511,11 @@ class AzureStore(ObjectStore):
         return _meta(key, props)
 
     def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
-        """Download, then compare with the blob's Content-MD5 (when it has one); retried whole on a mismatch."""
+        """Download, then compare with the blob's Content-MD5 (when it has one); retried whole on a mismatch.
+        Natively (`start_get`) unless the profile asks for the SDK or the blob is large."""
+        started = self.start_get(key, dest, size)
+        if started is not None:
+            return started.result()
         return retried(lambda: self._get(key, dest), f"Downloading {self._url(key)}")
 
     def _get(self, key: str, dest: Path) -> ObjectMeta:
@@ -358,6 +537,9 @@ class AzureStore(ObjectStore):
 
     def put(self, key: str, src: Path) -> ObjectMeta:
         """Upload with a Content-MD5 on every request (checked by the service); retried whole on a mismatch."""
+        started = self.start_put(key, src)
+        if started is not None:
+            return started.result()
         return retried(lambda: self._put(key, src), f"Uploading {self._url(key)}")
 
     def _put(self, key: str, src: Path) -> ObjectMeta:
@@ -391,6 +573,9 @@ class AzureStore(ObjectStore):
 
     def put_if(self, key: str, data: bytes, version: str | None = None) -> ObjectMeta:
         """One Put Blob with ``If-None-Match: *`` (create) or ``If-Match: <etag>`` (update)."""
+        native = self._native_for(len(data))
+        if native is not None:
+            return native.put_if(self._base, key, data, version, f"Uploading {self._url(key)}")
         import hashlib
 
         from azure.core import MatchConditions
@@ -432,6 +617,13 @@ class AzureStore(ObjectStore):
     def _check_container(self) -> None:
         """Raise `FileNotFoundError` if the container does not exist: a one-blob listing answers
         404 then (and needs only the list permission a sync needs anyway)."""
+        native = self._native_for(0)
+        if native is not None:
+            try:
+                native.list_page(self._base, "", 1, None, f"Reading az://{self.name}")
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"No such container: az://{self.name}") from exc
+            return
         try:
             next(iter(self.container.list_blobs(results_per_page=1).by_page()), None)
         except Exception as exc:
@@ -460,6 +652,10 @@ class AzureStore(ObjectStore):
         return undeleted(keys, [r.status_code for r in responses])
 
     def _delete_one(self, key: str) -> None:
+        native = self._native_for(0)
+        if native is not None:
+            native.delete(self._base, key, f"Deleting {self._url(key)}")
+            return
         try:
             self.container.delete_blob(key)
         except Exception as exc:

@@ -15,7 +15,13 @@ Profile options:
   used instead of Application Default Credentials;
 * ``page_size``: objects per list request (default 1000, the service's maximum);
 * ``timeout``: seconds one request may wait for the server (default 60);
-* ``retry_deadline``: seconds within which a failing request is retried (default 120).
+* ``retry_deadline``: seconds within which a failing request is retried (default 120);
+* ``transfer_client``: ``native`` (the default: listings and object bodies through
+  `pos3_backends.gcs_native`, one event loop with many requests in flight) or ``sdk``.
+
+Without credentials to load (``public=True``, or ``STORAGE_EMULATOR_HOST`` as the SDK treats
+it) the SDK client is built only when a verb needs it (HEAD, deletes, conditional writes,
+uploads above 8 MiB, or ``transfer_client="sdk"``).
 
 Guarantees beyond `pos3.store.ObjectStore`: ``version`` is the object's
 generation and ``md5`` its ``md5Hash`` (absent for composite objects);
@@ -38,14 +44,18 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import importlib
+import importlib.util
+import os
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pos3.hookspecs import StoreSpec, hookimpl
-from pos3.integrity import IntegrityError, md5_hex, retried
+from pos3.integrity import IntegrityError, md5_hex, retried, retried_async
 from pos3.store import (
     Backend,
     ObjectMeta,
@@ -58,19 +68,22 @@ from pos3.store import (
 )
 
 from ._common import b64_to_hex, checked_options, network_error, run_all, undeleted, widen_pool
+from .gcs_native import LIST_FIELDS, NATIVE_MAX
 
 if TYPE_CHECKING:
     from pos3.profiles import Profile
+
+    from .gcs_native import GCSNative
 
 INSTALL = "pip install pos3[gcs]"
 #: The JSON API returns at most this many objects a page.
 LIST_PAGE = 1000
 #: The JSON API accepts at most this many calls in one batch request.
 BATCH = 100
-LIST_FIELDS = "items(name,size,generation,md5Hash,updated),nextPageToken"
-OPTIONS = {"project", "credentials_file", "page_size", "timeout", "retry_deadline"}
+OPTIONS = {"project", "credentials_file", "page_size", "timeout", "retry_deadline", "transfer_client"}
 TIMEOUT = 60.0
 RETRY_DEADLINE = 120.0
+DEFAULT_BASE = "https://storage.googleapis.com"
 
 
 @hookimpl
@@ -126,7 +139,8 @@ class GCSBackend(Backend):
     """One `google.cloud.storage.Client` per profile, with a pool wide enough for every worker."""
 
     def __init__(self, profile: Profile, max_workers: int) -> None:
-        storage = _sdk()
+        if importlib.util.find_spec("google.cloud.storage") is None:
+            _sdk()  # raises the ImportError naming the extra
         opts = checked_options(profile, OPTIONS, "GCS")
         self.page_size = int(opts.get("page_size", LIST_PAGE))
         self.timeout = float(opts.get("timeout", TIMEOUT))
@@ -134,14 +148,51 @@ class GCSBackend(Backend):
         self.max_workers = max_workers
         self.batch_ok = True  # cleared when the service turns out not to support batch requests
         self._batch_lock = threading.Lock()
-        kwargs = self._client_kwargs(profile, opts)
-        try:
-            self.client = storage.Client(**kwargs)
-        except Exception as exc:
-            raise _map_error(exc, "Connecting to Google Cloud Storage") from exc
-        http = self.client._http  # the client's requests session (created on first access)
-        if not getattr(http, "is_mtls", False):
-            widen_pool(http, max(10, 2 * max_workers))
+        transfer_client = opts.get("transfer_client", "native")
+        if transfer_client not in ("native", "sdk"):
+            raise ValueError(f"GCS profile option transfer_client must be 'native' or 'sdk', got {transfer_client!r}")
+        self._native_wanted = transfer_client == "native"
+        self._native: GCSNative | None = None
+        self._native_lock = threading.Lock()
+        self._kwargs = self._client_kwargs(profile, opts)
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        # Without credentials to load (a public profile, or an emulator as the SDK treats it) the SDK is
+        # imported only when a verb needs it: native listings and transfers need no client.
+        self.anonymous = profile.public or (emulator is not None and "credentials" not in self._kwargs)
+        self.base = _base_url(profile.endpoint or emulator or os.environ.get("API_ENDPOINT_OVERRIDE"))
+        if not (self.anonymous and self._native_wanted):
+            self.base = _base_url(self.client._connection.API_BASE_URL)
+
+    @property
+    def client(self) -> Any:
+        """The SDK client (built on first use), its requests pool wide enough for every worker."""
+        with self._client_lock:
+            if self._client is None:
+                storage = _sdk()
+                try:
+                    client = storage.Client(**self._kwargs)
+                except Exception as exc:
+                    raise _map_error(exc, "Connecting to Google Cloud Storage") from exc
+                http = client._http  # the client's requests session (created on first access)
+                if not getattr(http, "is_mtls", False):
+                    widen_pool(http, max(10, 2 * self.max_workers))
+                self._client = client
+            return self._client
+
+    def token(self) -> str | None:
+        """A valid OAuth access token for the native path (``None``: anonymous), refreshed when due."""
+        if self.anonymous:
+            return None
+        creds = self.client._credentials
+        if not creds.valid:
+            from google.auth.transport.requests import Request
+
+            with self._client_lock:
+                if not creds.valid:
+                    creds.refresh(Request())
+        return getattr(creds, "token", None)
 
     @staticmethod
     def _client_kwargs(profile: Profile, opts: dict[str, Any]) -> dict[str, Any]:
@@ -167,26 +218,64 @@ class GCSBackend(Backend):
     def store(self, bucket: str) -> GCSStore:
         return GCSStore(self, bucket)
 
+    def native(self) -> GCSNative | None:
+        """The native transfer engine (started on first use), or None when the profile asks for the SDK."""
+        if not self._native_wanted:
+            return None
+        with self._native_lock:
+            if self._native is None:
+                from ._aio import RetryPolicy
+                from .gcs_native import GCSNative
+
+                deadline = self.retry_deadline
+                policy = RetryPolicy(attempts=1 << 30, deadline=deadline, first=min(1.0, deadline / 10), cap=60.0)
+                connections = max(10, 2 * self.max_workers)
+                self._native = GCSNative(self.base, self.token, connections, self.timeout, policy)
+            return self._native
+
     def close(self) -> None:
-        self.client.close()
+        with self._native_lock:
+            if self._native is not None:
+                self._native.close()
+                self._native = None
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+
+
+def _base_url(endpoint: str | None) -> str:
+    """The JSON API's base URL (the SDK's rules: a bare ``host:port`` means http)."""
+    if not endpoint:
+        return DEFAULT_BASE
+    return (endpoint if "://" in endpoint else f"http://{endpoint}").rstrip("/")
 
 
 class GCSStore(ObjectStore):
     delete_batch_size = BATCH
 
     def __init__(self, backend: GCSBackend, bucket: str) -> None:
-        from google.cloud.storage.retry import DEFAULT_RETRY
-
         self.backend = backend
-        self.client = backend.client
-        self.bucket = backend.client.bucket(bucket)
-        deadline = backend.retry_deadline
-        # The SDK's backoff (1 s, doubling), started shorter when the deadline is short.
-        self.retry = DEFAULT_RETRY.with_timeout(deadline).with_delay(initial=min(1.0, deadline / 10))
+        self.name = bucket
         self.timeout = backend.timeout
 
+    @functools.cached_property
+    def client(self) -> Any:
+        return self.backend.client
+
+    @functools.cached_property
+    def bucket(self) -> Any:
+        return self.backend.client.bucket(self.name)
+
+    @functools.cached_property
+    def retry(self) -> Any:
+        """The SDK's backoff (1 s, doubling), started shorter when the deadline is short."""
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        deadline = self.backend.retry_deadline
+        return DEFAULT_RETRY.with_timeout(deadline).with_delay(initial=min(1.0, deadline / 10))
+
     def _url(self, key: str) -> str:
-        return f"gs://{self.bucket.name}/{key}"
+        return f"gs://{self.name}/{key}"
 
     # -- listing --------------------------------------------------------------
 
@@ -198,32 +287,52 @@ class GCSStore(ObjectStore):
         last: str | None = None
         while True:
             full = False
-            try:
-                it = self.client.list_blobs(
-                    self.bucket,
-                    prefix=prefix or None,
-                    page_size=size,
-                    start_offset=start,
-                    fields=LIST_FIELDS,
-                    timeout=self.timeout,
-                    retry=self.retry,
-                )
-                for page in it.pages:
-                    n = 0
-                    for blob in page:
-                        n += 1
-                        if last is not None and start is not None and blob.name <= last:
-                            continue  # start_offset is inclusive
-                        last = blob.name
-                        yield _meta(blob)
-                    full = n >= size
-            except Exception as exc:
-                raise _map_error(exc, f"Listing {self._url(prefix)}") from exc
+            for page in self._pages(prefix, start, size):
+                n = 0
+                for meta in page:
+                    n += 1
+                    if last is not None and start is not None and meta.key <= last:
+                        continue  # start_offset is inclusive
+                    last = meta.key
+                    yield meta
+                full = n >= size
             if not full or last is None or start == last:
                 return
             start = last  # some servers end early on a full page: ask once more after it
 
+    def _pages(self, prefix: str, start: str | None, size: int) -> Iterator[builtins.list[ObjectMeta]]:
+        """The listing's pages from ``start`` (inclusive): natively, else through the SDK."""
+        what = f"Listing {self._url(prefix)}"
+        native = self.backend.native()
+        if native is not None:
+            token: str | None = None
+            while True:
+                page, token = native.list_page(self.name, prefix, size, start, token, what)
+                yield page
+                if not token:
+                    return
+        try:
+            it = self.client.list_blobs(
+                self.bucket,
+                prefix=prefix or None,
+                page_size=size,
+                start_offset=start,
+                fields=LIST_FIELDS,
+                timeout=self.timeout,
+                retry=self.retry,
+            )
+            for blobs in it.pages:
+                yield [_meta(blob) for blob in blobs]
+        except Exception as exc:
+            raise _map_error(exc, what) from exc
+
     def head(self, key: str) -> ObjectMeta | None:
+        native = self.backend.native()
+        if native is not None:
+            meta = native.head(self.name, key, f"Reading {self._url(key)}")
+            if meta is None:
+                self._check_bucket()  # a missing key is an answer; a missing bucket is an error
+            return meta
         blob = self.bucket.blob(key)
         try:
             blob.reload(retry=self.retry, timeout=self.timeout)
@@ -238,24 +347,48 @@ class GCSStore(ObjectStore):
     def _check_bucket(self) -> None:
         """Raise `FileNotFoundError` if the bucket does not exist: a one-object listing answers
         404 then (and needs only the object-listing permission a sync needs anyway)."""
+        native = self.backend.native()
+        if native is not None:
+            try:
+                native.list_page(self.name, "", 1, None, None, f"Reading gs://{self.name}")
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"No such bucket: gs://{self.name}") from exc
+            return
         try:
             it = self.client.list_blobs(self.bucket, max_results=1, retry=self.retry, timeout=self.timeout)
             next(iter(it), None)
         except Exception as exc:
-            err = _map_error(exc, f"Reading gs://{self.bucket.name}")
+            err = _map_error(exc, f"Reading gs://{self.name}")
             if isinstance(err, FileNotFoundError):
-                raise FileNotFoundError(f"No such bucket: gs://{self.bucket.name}") from exc
+                raise FileNotFoundError(f"No such bucket: gs://{self.name}") from exc
             raise err from exc
 
     # -- transfers ------------------------------------------------------------
 
+    def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
+        """One native GET (`pos3_backends.gcs_native`); a checksum mismatch is retried whole."""
+        native = self.backend.native()
+        if native is None:
+            return None
+        return retried_async(lambda: native.start_get(self.name, key, dest))
+
+    def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
+        """One native multipart upload for files up to `NATIVE_MAX`; larger ones go through the SDK."""
+        native = self.backend.native()
+        if native is None or os.stat(src).st_size > NATIVE_MAX:
+            return None
+        return retried_async(lambda: native.start_put(self.name, key, src))
+
     def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         """Stream the object to ``dest`` as stored (no transcoding), checked against its hash.
 
-        A retry resumes from the bytes received, pinned to the first
-        response's generation; a checksum mismatch is retried whole.
-        ``mtime`` is not reported.
+        Natively (`start_get`) unless the profile asks for the SDK; through the SDK a
+        retry resumes from the bytes received, pinned to the first response's generation.
+        A checksum mismatch is retried whole. ``mtime`` is not reported.
         """
+        started = self.start_get(key, dest, size)
+        if started is not None:
+            return started.result()
         return retried(lambda: self._get(key, dest), f"Downloading {self._url(key)}")
 
     def _get(self, key: str, dest: Path) -> ObjectMeta:
@@ -276,6 +409,9 @@ class GCSStore(ObjectStore):
 
     def put(self, key: str, src: Path) -> ObjectMeta:
         """Upload, then compare the MD5 the service reports with the file's; retried whole on a mismatch."""
+        started = self.start_put(key, src)
+        if started is not None:
+            return started.result()
         return retried(lambda: self._put(key, src), f"Uploading {self._url(key)}")
 
     def _put(self, key: str, src: Path) -> ObjectMeta:
@@ -318,6 +454,10 @@ class GCSStore(ObjectStore):
             generation = 0 if version is None else int(version)
         except ValueError:
             raise PreconditionFailed(f"{self._url(key)}: {version!r} is not a generation") from None
+        native = self.backend.native()
+        if native is not None:
+            what = f"Uploading {self._url(key)}"
+            return native.start_upload(self.name, key, data, what, if_generation=generation).result()
         blob = self.bucket.blob(key)
         try:
             blob.upload_from_string(data, if_generation_match=generation, checksum="md5", retry=self.retry)
@@ -357,6 +497,10 @@ class GCSStore(ObjectStore):
         return undeleted(keys, [r.status_code for r in responses])
 
     def _delete_one(self, key: str) -> None:
+        native = self.backend.native()
+        if native is not None:
+            native.delete(self.name, key, f"Deleting {self._url(key)}")
+            return
         from google.api_core.exceptions import NotFound
 
         try:

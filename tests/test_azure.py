@@ -175,3 +175,54 @@ def test_account_url_without_any_identity_is_a_permission_error(clean_cloud_env,
 def test_no_account_configured(clean_cloud_env):
     with pytest.raises(ValueError, match="AZURE_STORAGE_CONNECTION_STRING"):
         AzureBackend(Profile(), 2)
+
+
+def test_native_transfers_by_default_and_sdk_on_request(az, az_container, az_profile, tmp_path):
+    """Blob bodies move natively unless the profile asks for the SDK; both paths give the same metadata."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"native and sdk")
+    for client in ("native", "sdk"):
+        options = {**az_profile.options, "transfer_client": client}
+        backend = AzureBackend(Profile(local_name=f"az-{client}", endpoint=az_profile.endpoint, options=options), 4)
+        try:
+            store = backend.store(az_container)
+            started = store.start_put(f"{client}.bin", src)
+            assert (started is not None) == (client == "native")
+            put_meta = started.result() if started is not None else store.put(f"{client}.bin", src)
+            dest = tmp_path / f"{client}.out"
+            got = store.get(f"{client}.bin", dest, len(b"native and sdk"))
+            assert dest.read_bytes() == b"native and sdk"
+            assert (
+                (got.version, got.md5)
+                == (put_meta.version, put_meta.md5)
+                == (store.head(f"{client}.bin").version, put_meta.md5)
+            )
+        finally:
+            backend.close()
+    with pytest.raises(ValueError, match="transfer_client"):
+        AzureBackend(
+            Profile(
+                local_name="bad",
+                endpoint=az_profile.endpoint,
+                options={**az_profile.options, "transfer_client": "curl"},
+            ),
+            4,
+        )
+
+
+def test_key_listing_and_download_do_not_import_the_sdk(az, az_container, azure_server, tmp_path):
+    """With a key (or SAS, or anonymous access) the native path needs no SDK: a listing, a HEAD and a
+    download (the no-op and download paths) never import azure-storage-blob."""
+    put(az, az_container, {"a/x.txt": b"x"})
+    code = (
+        "import sys; from pathlib import Path; from pos3 import Profile; from pos3_backends.azure import AzureBackend\n"
+        f"p = Profile(local_name='p', endpoint={azure_server.endpoint!r},\n"
+        f"            options={{'account_key': {azure_server.account_key!r}}})\n"
+        f"b = AzureBackend(p, 4); s = b.store({az_container!r})\n"
+        "assert [m.key for m in s.list('a/')] == ['a/x.txt'] and s.head('a/x.txt').size == 1\n"
+        f"s.get('a/x.txt', Path({str(tmp_path / 'x')!r}), 1)\n"
+        "print('azure.storage.blob' in sys.modules); b.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "False\n"
+    assert (tmp_path / "x").read_bytes() == b"x"

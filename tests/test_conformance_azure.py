@@ -33,19 +33,28 @@ def _profile(server: AzureServer, name: str, key: str, endpoint: str | None = No
     )
 
 
+@pytest.fixture(scope="module", params=["native", "sdk"])
+def transfer_client(request: pytest.FixtureRequest) -> str:
+    """Both ways blob bodies move: the native engine (default) and the SDK (the fallback)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def az_conformance_profile(azure_server: AzureServer) -> Profile:
-    return _profile(azure_server, "az-conformance", azure_server.account_key)
+def az_conformance_profile(azure_server: AzureServer, transfer_client: str) -> Profile:
+    return _profile(
+        azure_server, f"az-conformance-{transfer_client}", azure_server.account_key, transfer_client=transfer_client
+    )
 
 
 @pytest.fixture(scope="module")
 def az_backends(
-    azure_server: AzureServer, az_conformance_profile: Profile
+    azure_server: AzureServer, az_conformance_profile: Profile, transfer_client: str
 ) -> Iterator[tuple[Backend, Backend, Backend, FaultProxy]]:
     """A backend with the account's key, one whose key is wrong, and one behind a fault proxy."""
     good = store_spec("az").connect(az_conformance_profile, 8)
     wrong_key = base64.b64encode(b"not the account key").decode()
-    denied = store_spec("az").connect(_profile(azure_server, "az-denied", wrong_key), 8)
+    denied_profile = _profile(azure_server, "az-denied", wrong_key, transfer_client=transfer_client)
+    denied = store_spec("az").connect(denied_profile, 8)
     origin, account = azure_server.endpoint.rsplit("/", 1)
     with FaultProxy(origin, flavour="azure") as proxy:
         faulty = _profile(
@@ -55,6 +64,7 @@ def az_backends(
             f"{proxy.endpoint}/{account}",
             max_attempts=2,
             timeout=5,
+            transfer_client=transfer_client,
         )
         proxied = store_spec("az").connect(faulty, 8)
         yield good, denied, proxied, proxy

@@ -28,9 +28,18 @@ pytest_plugins = ["emulator_fixtures"]
 PAGE = 50
 
 
+@pytest.fixture(scope="module", params=["native", "sdk"])
+def transfer_client(request: pytest.FixtureRequest) -> str:
+    """Both ways object bodies move: the native engine (default) and the SDK (the fallback)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def gcs_conformance_profile(gcs_server: GCSServer) -> Profile:
-    return Profile(local_name="gcs-conformance", endpoint=gcs_server.endpoint, public=True, options={"page_size": PAGE})
+def gcs_conformance_profile(gcs_server: GCSServer, transfer_client: str) -> Profile:
+    options = {"page_size": PAGE, "transfer_client": transfer_client}
+    return Profile(
+        local_name=f"gcs-conformance-{transfer_client}", endpoint=gcs_server.endpoint, public=True, options=options
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +49,21 @@ def gcs_backend(gcs_conformance_profile: Profile) -> Iterator[Backend]:
     backend.close()
 
 
-def _via(proxy: FaultProxy, name: str) -> Backend:
-    options = {"page_size": PAGE, "timeout": 5, "retry_deadline": 3}
+def _via(proxy: FaultProxy, name: str, transfer_client: str) -> Backend:
+    options = {"page_size": PAGE, "timeout": 5, "retry_deadline": 3, "transfer_client": transfer_client}
     return store_spec("gs").connect(Profile(local_name=name, endpoint=proxy.endpoint, public=True, options=options), 8)
 
 
 @pytest.fixture(scope="module")
-def gcs_proxied(gcs_server: GCSServer) -> Iterator[tuple[Backend, Backend, FaultProxy]]:
+def gcs_proxied(gcs_server: GCSServer, transfer_client: str) -> Iterator[tuple[Backend, Backend, FaultProxy]]:
     """A backend refused everything (a proxy answering 403), and one behind a fault proxy."""
     with (
         FaultProxy(gcs_server.endpoint, flavour="gcs") as deny,
         FaultProxy(gcs_server.endpoint, flavour="gcs") as proxy,
     ):
         deny.set("deny")
-        denied, proxied = _via(deny, "gcs-denied"), _via(proxy, "gcs-proxied")
+        denied = _via(deny, "gcs-denied", transfer_client)
+        proxied = _via(proxy, "gcs-proxied", transfer_client)
         yield denied, proxied, proxy
         denied.close()
         proxied.close()

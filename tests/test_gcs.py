@@ -112,3 +112,49 @@ def test_no_credentials_is_a_permission_error(clean_cloud_env, monkeypatch, tmp_
     monkeypatch.setenv("NO_GCE_CHECK", "True")
     with pytest.raises(PermissionError, match="no usable Google credentials"):
         GCSBackend(Profile(), 2)
+
+
+def test_native_transfers_by_default_and_sdk_on_request(gcs, gcs_bucket, gcs_profile, tmp_path):
+    """Object bodies move natively unless the profile asks for the SDK; both paths give the same metadata."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"native and sdk")
+    for client in ("native", "sdk"):
+        profile = Profile(
+            local_name=f"gcs-{client}", endpoint=gcs_profile.endpoint, public=True, options={"transfer_client": client}
+        )
+        backend = GCSBackend(profile, 4)
+        try:
+            store = backend.store(gcs_bucket)
+            started = store.start_put(f"{client}.bin", src)
+            assert (started is not None) == (client == "native")
+            put_meta = started.result() if started is not None else store.put(f"{client}.bin", src)
+            dest = tmp_path / f"{client}.out"
+            got = store.get(f"{client}.bin", dest, len(b"native and sdk"))
+            assert dest.read_bytes() == b"native and sdk"
+            assert got.version == put_meta.version and got.md5 == put_meta.md5
+            listed = {m.key: m for m in store.list("")}
+            assert (listed[f"{client}.bin"].version, listed[f"{client}.bin"].md5) == (put_meta.version, put_meta.md5)
+        finally:
+            backend.close()
+    with pytest.raises(ValueError, match="transfer_client"):
+        GCSBackend(
+            Profile(local_name="bad", endpoint=gcs_profile.endpoint, public=True, options={"transfer_client": "curl"}),
+            4,
+        )
+
+
+def test_anonymous_listing_and_download_do_not_import_the_sdk(gcs, gcs_bucket, gcs_server, tmp_path):
+    """With no credentials to load, a listing and a download (the no-op and download paths) never import
+    google-cloud-storage: start-up pays only for the native engine."""
+    put(gcs, gcs_bucket, {"a/x.txt": b"x"})
+    code = (
+        "import sys; from pathlib import Path; from pos3 import Profile; from pos3_backends.gcs import GCSBackend\n"
+        f"b = GCSBackend(Profile(local_name='p', endpoint={gcs_server.endpoint!r}, public=True), 4)\n"
+        f"s = b.store({gcs_bucket!r})\n"
+        "assert [m.key for m in s.list('a/')] == ['a/x.txt']\n"
+        f"s.get('a/x.txt', Path({str(tmp_path / 'x')!r}), 1)\n"
+        "print('google.cloud.storage' in sys.modules); b.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "False\n"
+    assert (tmp_path / "x").read_bytes() == b"x"

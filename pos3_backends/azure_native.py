@@ -1,0 +1,341 @@
+"""Native Azure Blob transfers on one event loop (`pos3_backends._aio`), for `AzureStore`.
+
+A download is one GET streamed to the file and compared with the blob's Content-MD5
+(when it has one); an upload is one Put Blob carrying the file's Content-MD5, which
+the service checks, and storing it as the blob's Content-MD5. Either mismatch raises
+`IntegrityError`. The account URL, API version and credential are the SDK client's:
+a shared key (signed here, as the SDK signs), a SAS, a token credential (its tokens
+are fetched on a worker thread) or none (anonymous). Another credential type is not
+served natively (`native_auth` answers None and the store uses the SDK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import threading
+import time
+from concurrent.futures import Future
+from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlencode, urlsplit
+from xml.etree import ElementTree
+
+from pos3.integrity import IntegrityError, TransferInterrupted
+from pos3.store import ObjectMeta, PreconditionFailed, StoreError, Throttled, retry_after
+
+from ._aio import TRANSIENT_STATUS, Engine, RetryPolicy, Transient, guard, retrying
+from .azure import INTEGRITY_CODES
+
+#: Blobs up to this size move natively (one request each); larger ones go through the SDK (blocks, ranges).
+NATIVE_MAX = 8 * 1024 * 1024
+CHUNK = 1 << 20
+#: The Blob service API version of native requests when no SDK client names one.
+API_VERSION = "2021-12-02"
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+_SIGNED = (
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-md5",
+    "content-type",
+    "date",
+    "if-modified-since",
+    "if-match",
+    "if-none-match",
+    "if-unmodified-since",
+    "range",
+)
+
+
+def map_status(status: int, headers: Any, body: bytes, what: str) -> Exception:
+    """An HTTP error answer as the SDK path maps it: FileNotFoundError / PermissionError /
+    IntegrityError / Throttled / StoreError."""
+    code = str(headers.get("x-ms-error-code") or "")
+    reason = code or f"HTTP {status}"
+    if status == 404 or code.endswith("NotFound"):
+        return FileNotFoundError(f"{what}: not found ({reason})")
+    if status in (401, 403):
+        return PermissionError(f"{what}: access denied ({reason})")
+    if status == 400 and code in INTEGRITY_CODES:
+        return IntegrityError(f"{what}: the service received bytes that do not match their Content-MD5 ({code})")
+    if status in (429, 503) or code == "ServerBusy":
+        return Throttled(f"{what}: {reason}: the service asks to slow down", retry_after(headers))
+    message = _message(body)
+    return StoreError(f"{what}: {reason}: {message}")
+
+
+def _message(body: bytes) -> str:
+    text = body[:2000].decode("utf-8", "replace")
+    if "<Message>" in text:
+        text = text.split("<Message>", 1)[1].split("</Message>", 1)[0]
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+class SharedKey:
+    """Signs requests with an account's shared key (the Blob service's Shared Key scheme)."""
+
+    def __init__(self, account: str, key: str) -> None:
+        self.account = account
+        self.key = base64.b64decode(key)
+
+    def sign(self, method: str, path: str, query: dict[str, str], headers: dict[str, str]) -> str:
+        """The ``Authorization`` value for a request of these parts (``path`` as sent, percent-encoded)."""
+        low = {k.lower(): v for k, v in headers.items()}
+        if low.get("content-length") == "0":
+            del low["content-length"]
+        lines = [method, *(low.get(h, "") for h in _SIGNED)]
+        canon = "".join(f"{k}:{v}\n" for k, v in sorted((k, v) for k, v in low.items() if k.startswith("x-ms-")))
+        resource = f"/{self.account}{path}" + "".join(f"\n{k.lower()}:{v}" for k, v in sorted(query.items()))
+        text = "\n".join(lines) + "\n" + canon + resource
+        digest = hmac.new(self.key, text.encode("utf-8"), hashlib.sha256).digest()
+        return f"SharedKey {self.account}:{base64.b64encode(digest).decode()}"
+
+
+def native_auth(credential: Any) -> Any | None:
+    """What the native path signs with for the SDK client's ``credential``: a `SharedKey`, a SAS
+    query string, a token credential, ``""`` (anonymous), or None (not served natively)."""
+    if credential is None:
+        return ""
+    if hasattr(credential, "account_key") and hasattr(credential, "account_name"):
+        return SharedKey(credential.account_name, credential.account_key)
+    if hasattr(credential, "signature"):  # AzureSasCredential
+        return str(credential.signature).lstrip("?")
+    if hasattr(credential, "get_token"):
+        return credential
+    return None
+
+
+class AzureNative:
+    """Starts downloads and uploads for one container's blobs on an engine."""
+
+    def __init__(self, engine: Engine, auth: Any, api_version: str, policy: RetryPolicy) -> None:
+        self.engine = engine
+        self.auth = auth
+        self.version = api_version
+        self.policy = policy
+        self._token: tuple[str, float] | None = None
+        self._token_lock = threading.Lock()
+
+    # -- authentication -------------------------------------------------------
+
+    def _fresh_token(self) -> str:
+        with self._token_lock:
+            if self._token is None or self._token[1] - time.time() < 300:
+                got = self.auth.get_token(STORAGE_SCOPE)
+                self._token = (got.token, float(got.expires_on))
+            return self._token[0]
+
+    async def _authorize(self, method: str, url: str, headers: dict[str, str]) -> str:
+        """Add the date, version and authorization to ``headers``; return the URL to request."""
+        headers["x-ms-date"] = formatdate(usegmt=True)
+        headers["x-ms-version"] = self.version
+        auth = self.auth
+        if isinstance(auth, SharedKey):
+            parts = urlsplit(url)
+            query = {k: unquote(v) for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)}
+            headers["Authorization"] = auth.sign(method, parts.path, query, headers)
+        elif isinstance(auth, str):
+            if auth:
+                url = f"{url}{'&' if '?' in url else '?'}{auth}"
+        else:
+            token = self._token
+            if token is None or token[1] - time.time() < 300:
+                token_value = await asyncio.to_thread(self._fresh_token)
+            else:
+                token_value = token[0]
+            headers["Authorization"] = f"Bearer {token_value}"
+        return url
+
+    # -- small requests -------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        ok: tuple[int, ...],
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> tuple[int, Any, bytes]:
+        """One small request (retried like every other), waited for: status (one of ``ok``), headers, body."""
+        import yarl
+
+        async def once() -> tuple[int, Any, bytes]:
+            sent = dict(headers or {})
+            if data is not None:
+                sent["Content-Length"] = str(len(data))
+            target = await self._authorize(method, url, sent)
+            async with self.engine.session.request(
+                method, yarl.URL(target, encoded=True), headers=sent, data=data
+            ) as r:
+                body = await r.read()
+                if r.status not in ok:
+                    _fail(r.status, r.headers, body, what)
+                return r.status, r.headers, body
+
+        return self.engine.run(guard(retrying(once, self.policy), what)).result()
+
+    def list_page(
+        self, base: str, prefix: str, size: int, marker: str | None, what: str
+    ) -> tuple[list[ObjectMeta], str | None]:
+        """One List Blobs page under the container URL ``base`` and the next page's marker.
+        A body that cannot be read raises `TransferInterrupted`."""
+        query = {"comp": "list", "restype": "container", "maxresults": str(size)}
+        if prefix:
+            query["prefix"] = prefix
+        if marker:
+            query["marker"] = marker
+        _, _, body = self.call("GET", f"{base}?{urlencode(query, quote_via=quote)}", what, (200,))
+        try:
+            root = ElementTree.fromstring(body)
+            metas = [_blob_meta(b) for b in root.iterfind("Blobs/Blob")]
+        except (ElementTree.ParseError, ValueError, TypeError, AttributeError) as exc:
+            raise TransferInterrupted(f"{what}: unreadable listing page ({exc})") from exc
+        return metas, root.findtext("NextMarker") or None
+
+    def head(self, base: str, key: str, what: str) -> ObjectMeta | None:
+        """The blob's properties, or None if it does not exist (a missing container raises)."""
+        status, headers, _ = self.call("HEAD", f"{base}/{quote(key, safe='/~')}", what, (200, 404))
+        if status == 404:
+            if headers.get("x-ms-error-code") == "ContainerNotFound":
+                raise FileNotFoundError(f"{what}: not found (ContainerNotFound)")
+            return None
+        return _header_meta(key, headers)
+
+    def delete(self, base: str, key: str, what: str) -> None:
+        """Delete one blob; a missing one is not an error."""
+        self.call("DELETE", f"{base}/{quote(key, safe='/~')}", what, (200, 202, 404))
+
+    def put_if(self, base: str, key: str, data: bytes, version: str | None, what: str) -> ObjectMeta:
+        """One Put Blob only if no blob exists (``version`` None) or its ETag is ``version``."""
+        digest = hashlib.md5(data, usedforsecurity=False).digest()
+        md5 = base64.b64encode(digest).decode()
+        headers = {
+            "Content-MD5": md5,
+            "Content-Type": "application/octet-stream",
+            "x-ms-blob-type": "BlockBlob",
+            "x-ms-blob-content-md5": md5,
+            "x-ms-blob-content-type": "application/octet-stream",
+        }
+        if version is None:
+            headers["If-None-Match"] = "*"
+        else:
+            headers["If-Match"] = f'"{version}"'
+        url = f"{base}/{quote(key, safe='/~')}"
+        status, got, _ = self.call("PUT", url, what, (200, 201, 404, 409, 412), headers, data)
+        code = got.get("x-ms-error-code") or ""
+        if status in (409, 412) or (status == 404 and version is not None and code != "ContainerNotFound"):
+            raise PreconditionFailed.of(what.split(" ", 1)[-1], version)
+        if status == 404:
+            raise FileNotFoundError(f"{what}: not found ({code or 'HTTP 404'})")
+        return ObjectMeta(key, len(data), _etag(got.get("ETag")), _mtime(got.get("Last-Modified")), digest.hex())
+
+    # -- transfers ------------------------------------------------------------
+
+    def start_get(self, base: str, key: str, dest: Path, what: str) -> Future[ObjectMeta]:
+        """Download the blob ``key`` under the container URL ``base`` into ``dest``."""
+        url = f"{base}/{quote(key, safe='/~')}"
+        return self.engine.run(guard(retrying(lambda: self._get_once(url, key, dest, what), self.policy), what))
+
+    async def _get_once(self, url: str, key: str, dest: Path, what: str) -> ObjectMeta:
+        import yarl
+
+        headers: dict[str, str] = {}
+        target = await self._authorize("GET", url, headers)
+        async with self.engine.session.get(yarl.URL(target, encoded=True), headers=headers) as r:
+            if r.status != 200:
+                _fail(r.status, r.headers, await r.read(), what)
+            md5 = hashlib.md5(usedforsecurity=False)
+            size = 0
+            with open(dest, "wb") as f:
+                async for chunk in r.content.iter_chunked(CHUNK):
+                    f.write(chunk)
+                    md5.update(chunk)
+                    size += len(chunk)
+            stored = r.headers.get("Content-MD5")
+            meta = ObjectMeta(key, size, _etag(r.headers.get("ETag")), _mtime(r.headers.get("Last-Modified")))
+        if stored:
+            if base64.b64decode(stored) != md5.digest():
+                raise IntegrityError(f"{what}: content MD5 {md5.hexdigest()} does not match the store's")
+            return ObjectMeta(meta.key, meta.size, meta.version, meta.mtime, md5.hexdigest())
+        return meta
+
+    def start_put(self, base: str, key: str, src: Path, what: str) -> Future[ObjectMeta]:
+        """Upload ``src`` (read whole, at most `NATIVE_MAX` bytes) as the blob ``key`` in one Put Blob."""
+        data = src.read_bytes()
+        digest = hashlib.md5(data, usedforsecurity=False).digest()
+        url = f"{base}/{quote(key, safe='/~')}"
+        return self.engine.run(guard(retrying(lambda: self._put_once(url, key, data, digest, what), self.policy), what))
+
+    async def _put_once(self, url: str, key: str, data: bytes, digest: bytes, what: str) -> ObjectMeta:
+        import yarl
+
+        md5 = base64.b64encode(digest).decode()
+        headers = {
+            "Content-Length": str(len(data)),
+            "Content-MD5": md5,
+            "Content-Type": "application/octet-stream",
+            "x-ms-blob-type": "BlockBlob",
+            "x-ms-blob-content-md5": md5,
+            "x-ms-blob-content-type": "application/octet-stream",
+        }
+        target = await self._authorize("PUT", url, headers)
+        async with self.engine.session.put(yarl.URL(target, encoded=True), data=data, headers=headers) as r:
+            body = await r.read()
+            if r.status not in (200, 201):
+                _fail(r.status, r.headers, body, what)
+            etag, modified = _etag(r.headers.get("ETag")), _mtime(r.headers.get("Last-Modified"))
+        return ObjectMeta(key, len(data), etag, modified, digest.hex())
+
+
+def _blob_meta(blob: ElementTree.Element) -> ObjectMeta:
+    """One ``<Blob>`` of a List Blobs answer (a name marked ``Encoded`` is percent-encoded)."""
+    name_el = blob.find("Name")
+    if name_el is None or name_el.text is None:
+        raise ValueError("a blob without a name")
+    name = unquote(name_el.text) if name_el.get("Encoded") == "true" else name_el.text
+    props = blob.find("Properties")
+    if props is None:
+        raise ValueError(f"{name}: no properties")
+    md5 = props.findtext("Content-MD5")
+    return ObjectMeta(
+        name,
+        int(props.findtext("Content-Length") or 0),
+        _etag(props.findtext("Etag")),
+        _mtime(props.findtext("Last-Modified")),
+        base64.b64decode(md5).hex() if md5 else None,
+    )
+
+
+def _header_meta(key: str, headers: Any) -> ObjectMeta:
+    md5 = headers.get("Content-MD5")
+    return ObjectMeta(
+        key,
+        int(headers.get("Content-Length") or 0),
+        _etag(headers.get("ETag")),
+        _mtime(headers.get("Last-Modified")),
+        base64.b64decode(md5).hex() if md5 else None,
+    )
+
+
+def _etag(value: str | None) -> str | None:
+    return value.strip('"') or None if value else None
+
+
+def _mtime(value: str | None) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _fail(status: int, headers: Any, body: bytes, what: str) -> None:
+    """Raise the error an answer of ``status`` means (`Transient` when worth another try)."""
+    err = map_status(status, headers, body, what)
+    if status in TRANSIENT_STATUS or isinstance(err, Throttled):
+        raise Transient(err, retry_after(headers))
+    raise err

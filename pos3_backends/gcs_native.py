@@ -1,0 +1,278 @@
+"""Native GCS transfers over the JSON API on one event loop (`pos3_backends._aio`), for `GCSStore`.
+
+A download is one ``alt=media`` GET streamed to the file and checked against the
+``x-goog-hash`` the service sends (MD5, else CRC32C), as the SDK's ``checksum="auto"``
+does; an upload is one multipart upload whose metadata carries the file's MD5 (which
+the service checks) and whose answer's ``md5Hash`` is compared with the file's (an
+emulator may not check): a mismatching object is deleted if still that generation.
+Either mismatch raises `IntegrityError`. Endpoint and credentials are the SDK client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pos3.integrity import IntegrityError, TransferInterrupted
+from pos3.store import ObjectMeta, PreconditionFailed, StoreError, Throttled, retry_after
+
+from ._aio import TRANSIENT_STATUS, Engine, RetryPolicy, Transient, guard, retrying
+from ._common import b64_to_hex
+
+#: Objects up to this size move natively (one request each); larger ones go through the SDK.
+NATIVE_MAX = 8 * 1024 * 1024
+CHUNK = 1 << 20
+#: Seconds between two asks for the access token (google-auth refreshes it ahead of expiry).
+TOKEN_RECHECK = 30.0
+OBJECT_FIELDS = "name,size,generation,md5Hash,updated"
+LIST_FIELDS = f"items({OBJECT_FIELDS}),nextPageToken"
+
+
+def map_status(status: int, headers: Any, body: bytes, what: str) -> Exception:
+    """An HTTP error answer as the SDK path maps it: FileNotFoundError / PermissionError /
+    IntegrityError (a checksum the service refused) / Throttled / StoreError."""
+    try:
+        message = str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+    if status == 404:
+        return FileNotFoundError(f"{what}: not found ({message})")
+    if status in (401, 403):
+        return PermissionError(f"{what}: access denied ({message})")
+    if status == 400 and any(w in message.lower() for w in ("md5", "crc32c", "hash", "checksum")):
+        return IntegrityError(f"{what}: the service received bytes that do not match their MD5 ({message})")
+    if status in (429, 503):
+        return Throttled(f"{what}: HTTP {status}: the service asks to slow down", retry_after(headers))
+    return StoreError(f"{what}: HTTP {status}: {message}")
+
+
+def _hashes(header: str | None) -> dict[str, str]:
+    """``x-goog-hash: crc32c=...,md5=...`` as {algorithm: base64 digest}."""
+    out = {}
+    for part in (header or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if value:
+            out[name.lower()] = value
+    return out
+
+
+def _mtime(value: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class GCSNative:
+    """Starts downloads and uploads for one `google.cloud.storage.Client` on its own engine."""
+
+    def __init__(
+        self, base: str, token: Callable[[], str | None], connections: int, timeout: float, policy: RetryPolicy
+    ) -> None:
+        self.base = base
+        self.token = token
+        self.policy = policy
+        self.engine = Engine(connections, timeout)
+        self._auth: tuple[dict[str, str], float] | None = None
+
+    def close(self) -> None:
+        self.engine.close()
+
+    async def _headers(self) -> dict[str, str]:
+        """The ``Authorization`` header (none when anonymous); the token is asked for again
+        (on a worker thread: it may refresh) at most once every `TOKEN_RECHECK` seconds."""
+        cached = self._auth
+        if cached is None or time.monotonic() - cached[1] > TOKEN_RECHECK:
+            token = await asyncio.to_thread(self.token)
+            cached = self._auth = ({"Authorization": f"Bearer {token}"} if token else {}, time.monotonic())
+        return dict(cached[0])
+
+    def call(
+        self, method: str, url: str, params: dict[str, str], what: str, ok: tuple[int, ...] = (200,)
+    ) -> tuple[int, bytes]:
+        """One small request (retried like every other), waited for: its status (one of ``ok``) and body."""
+
+        async def once() -> tuple[int, bytes]:
+            async with self.engine.session.request(method, url, params=params, headers=await self._headers()) as r:
+                body = await r.read()
+                if r.status not in ok:
+                    _fail(r.status, r.headers, body, what)
+                return r.status, body
+
+        return self.engine.run(guard(retrying(once, self.policy), what)).result()
+
+    def list_page(
+        self, bucket: str, prefix: str, size: int, start: str | None, token: str | None, what: str
+    ) -> tuple[list[ObjectMeta], str | None]:
+        """One page of the listing (from ``start``, inclusive) and the next page's token.
+        A body that cannot be read (cut short) raises `TransferInterrupted`."""
+        params = {"maxResults": str(size), "fields": LIST_FIELDS, "projection": "noAcl"}
+        if prefix:
+            params["prefix"] = prefix
+        if start:
+            params["startOffset"] = start
+        if token:
+            params["pageToken"] = token
+        _, body = self.call("GET", f"{self.base}/storage/v1/b/{quote(bucket, safe='')}/o", params, what)
+        try:
+            got = json.loads(body)
+            return [_object_meta(o) for o in got.get("items", ())], got.get("nextPageToken") or None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TransferInterrupted(f"{what}: unreadable listing page ({exc})") from exc
+
+    def head(self, bucket: str, key: str, what: str) -> ObjectMeta | None:
+        """The object's metadata, or None on a 404 (a missing key, or a missing bucket)."""
+        status, body = self.call("GET", self._object(bucket, key), {"fields": OBJECT_FIELDS}, what, (200, 404))
+        if status == 404:
+            return None
+        try:
+            return _object_meta(json.loads(body))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TransferInterrupted(f"{what}: unreadable answer ({exc})") from exc
+
+    def delete(self, bucket: str, key: str, what: str) -> None:
+        """Delete one object; a missing one is not an error."""
+        self.call("DELETE", self._object(bucket, key), {}, what, (200, 204, 404))
+
+    # -- transfers ------------------------------------------------------------
+
+    def _object(self, bucket: str, key: str) -> str:
+        return f"{self.base}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(key, safe='')}"
+
+    def start_get(self, bucket: str, key: str, dest: Path) -> Future[ObjectMeta]:
+        """Download ``key`` into ``dest`` (created or truncated); the future gives its `ObjectMeta`."""
+        what = f"Downloading gs://{bucket}/{key}"
+        url = f"{self.base}/download/storage/v1/b/{quote(bucket, safe='')}/o/{quote(key, safe='')}"
+        return self.engine.run(guard(retrying(lambda: self._get_once(url, key, dest, what), self.policy), what))
+
+    async def _get_once(self, url: str, key: str, dest: Path, what: str) -> ObjectMeta:
+        headers = {**await self._headers(), "Accept-Encoding": "gzip"}
+        async with self.engine.session.get(url, params={"alt": "media"}, headers=headers) as r:
+            if r.status != 200:
+                _fail(r.status, r.headers, await r.read(), what)
+            md5 = hashlib.md5(usedforsecurity=False)
+            crc = _crc32c()
+            size = 0
+            with open(dest, "wb") as f:
+                async for chunk in r.content.iter_chunked(CHUNK):
+                    f.write(chunk)
+                    md5.update(chunk)
+                    if crc is not None:
+                        crc.update(chunk)
+                    size += len(chunk)
+            sent = _hashes(r.headers.get("x-goog-hash"))
+            generation = r.headers.get("x-goog-generation")
+        if "md5" in sent:
+            ok = base64.b64decode(sent["md5"]) == md5.digest()
+        else:
+            ok = "crc32c" not in sent or crc is None or base64.b64decode(sent["crc32c"]) == crc.digest()
+        if not ok:
+            raise IntegrityError(f"{what}: the bytes received do not match the object's checksum")
+        return ObjectMeta(key, size, generation, None, b64_to_hex(sent.get("md5")))
+
+    def start_put(self, bucket: str, key: str, src: Path) -> Future[ObjectMeta]:
+        """Upload ``src`` (read whole, at most `NATIVE_MAX` bytes) to ``key``; the future gives its `ObjectMeta`."""
+        return self.start_upload(bucket, key, src.read_bytes(), f"Uploading gs://{bucket}/{key}")
+
+    def start_upload(
+        self, bucket: str, key: str, data: bytes, what: str, if_generation: int | None = None
+    ) -> Future[ObjectMeta]:
+        """One multipart upload of ``data`` carrying its MD5 (``if_generation``: only if the live
+        generation is that one, 0 for none); a refused condition raises `PreconditionFailed`."""
+        digest = hashlib.md5(data, usedforsecurity=False).digest()
+        boundary = secrets.token_hex(16)
+        meta = json.dumps({"name": key, "md5Hash": base64.b64encode(digest).decode()})
+        body = b"".join(
+            (
+                f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n".encode(),
+                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
+                data,
+                f"\r\n--{boundary}--\r\n".encode(),
+            )
+        )
+        url = f"{self.base}/upload/storage/v1/b/{quote(bucket, safe='')}/o"
+        params = {"uploadType": "multipart", "fields": OBJECT_FIELDS}
+        if if_generation is not None:
+            params["ifGenerationMatch"] = str(if_generation)
+        ctype = f'multipart/related; boundary="{boundary}"'
+
+        async def once() -> ObjectMeta:
+            return await self._put_once(url, params, bucket, key, body, ctype, digest, len(data), what)
+
+        return self.engine.run(guard(retrying(once, self.policy), what))
+
+    async def _put_once(
+        self,
+        url: str,
+        params: dict[str, str],
+        bucket: str,
+        key: str,
+        body: bytes,
+        ctype: str,
+        digest: bytes,
+        size: int,
+        what: str,
+    ) -> ObjectMeta:
+        headers = {**await self._headers(), "Content-Type": ctype}
+        async with self.engine.session.post(url, params=params, data=body, headers=headers) as r:
+            answer = await r.read()
+            if r.status == 412 and "ifGenerationMatch" in params:
+                generation = int(params["ifGenerationMatch"])
+                raise PreconditionFailed.of(f"gs://{bucket}/{key}", None if generation == 0 else str(generation))
+            if r.status != 200:
+                _fail(r.status, r.headers, answer, what)
+        try:
+            got = _object_meta({"name": key, "size": size, **json.loads(answer)})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise Transient(StoreError(f"{what}: unreadable answer from the service")) from exc
+        if got.md5 is not None and got.md5 != digest.hex():
+            await self._discard(bucket, key, str(got.version))
+            raise IntegrityError(f"{what}: the stored object's MD5 {got.md5} does not match the file (removed)")
+        return ObjectMeta(key, size, got.version, got.mtime, got.md5 or digest.hex())
+
+    async def _discard(self, bucket: str, key: str, generation: str) -> None:
+        """Delete a bad upload, only while it is still the live generation (best effort)."""
+        try:
+            url = self._object(bucket, key)
+            params = {"ifGenerationMatch": generation}
+            async with self.engine.session.delete(url, params=params, headers=await self._headers()) as r:
+                await r.read()
+        except Exception:  # noqa: BLE001, S110 - gone or rewritten meanwhile: not ours to remove
+            pass
+
+
+def _object_meta(o: dict[str, Any]) -> ObjectMeta:
+    """An object resource of the JSON API as `ObjectMeta`."""
+    return ObjectMeta(
+        o["name"],
+        int(o.get("size") or 0),
+        str(o["generation"]) if "generation" in o else None,
+        _mtime(o["updated"]) if "updated" in o else None,
+        b64_to_hex(o.get("md5Hash")),
+    )
+
+
+def _fail(status: int, headers: Any, body: bytes, what: str) -> None:
+    """Raise the error an answer of ``status`` means (`Transient` when worth another try)."""
+    err = map_status(status, headers, body, what)
+    if status in TRANSIENT_STATUS:
+        raise Transient(err, retry_after(headers))
+    raise err
+
+
+def _crc32c() -> Any:
+    try:
+        import google_crc32c
+    except ImportError:  # pragma: no cover - installed with google-cloud-storage
+        return None
+    return google_crc32c.Checksum()
