@@ -22,6 +22,7 @@ def test_landed_merges_spans_in_any_order() -> None:
     landed.add(10, 20)
     landed.add(40, 50)
     assert landed.covered(0, 60) and not landed.covered(0, 61)
+    assert Landed().covered(7, 7)  # an empty span (an empty object) is always written
 
 
 def test_a_failed_download_releases_a_waiting_hasher() -> None:

@@ -15,7 +15,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from ..integrity import TransferInterrupted
@@ -57,8 +57,15 @@ class Landed:
             return self._covered(start, end)
 
     def _covered(self, start: int, end: int) -> bool:
+        if start >= end:
+            return True
         i = bisect.bisect_right(self._starts, start) - 1
         return i >= 0 and self._ends[i] >= end
+
+    @property
+    def failed(self) -> bool:
+        """True once the download failed: writers stop at their next chunk."""
+        return self._failed
 
     def fail(self) -> None:
         """Release every waiter: the download will not complete."""
@@ -76,10 +83,13 @@ class Landed:
 
 def write_stream(body: Body, fd: int, offset: int, landed: Landed, pace: Callable[[int], None] | None) -> int:
     """Copy ``body`` to ``fd`` from ``offset`` on, recording each chunk in ``landed`` and charging
-    ``pace`` for it before reading the next; the body is closed. Returns the bytes written."""
+    ``pace`` for it before reading the next; the body is closed. Returns the bytes written; raises
+    `DownloadFailed` once another part of the download failed."""
     pos = offset
     try:
         while data := body.read(STREAM_CHUNK):
+            if landed.failed:  # another range failed: stop early, the download is lost anyway
+                raise DownloadFailed
             if pace is not None:
                 pace(len(data))
             view = memoryview(data)
@@ -133,13 +143,23 @@ def download(
     try:
 
         def rest(start: int) -> None:
+            if landed.failed:
+                raise DownloadFailed
             write_stream(fetch(start, min(start + range_size, total) - 1), fd, start, landed, pace)
+
+        def stop_all(job: Future[Any]) -> None:  # the first failed range stops the others and the hashers
+            if not job.cancelled() and job.exception() is not None:
+                landed.fail()
 
         jobs.append(pool.submit(write_stream, body, fd, 0, landed, pace))
         jobs += [pool.submit(rest, start) for start in range(length, total, range_size)]
-        digests = [hashers.submit(md5_following, fd, s, e, landed) for s, e in segments()]
         for job in jobs:
-            job.result()
+            job.add_done_callback(stop_all)
+        digests = [hashers.submit(md5_following, fd, s, e, landed) for s, e in segments()]
+        wait(jobs)
+        errors = [e for e in (None if job.cancelled() else job.exception() for job in jobs) if e is not None]
+        if errors:  # the cause, not a range stopped because of it
+            raise next((e for e in errors if not isinstance(e, DownloadFailed)), errors[0])
         if not landed.covered(0, total):  # a body that ended early without an error
             raise TransferInterrupted(f"a ranged download ended with bytes missing (expected {total})")
         return [d.result() for d in digests]
