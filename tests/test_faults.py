@@ -359,6 +359,33 @@ def test_corrupted_large_round_trip(env: Env, tmp_path: Path, reliability) -> No
     reliability.runs(2)
 
 
+@pytest.mark.reliability(
+    "A parallel ranged download cut mid-body is redone exact, or fails leaving no file ({env})", group="Faults"
+)
+@pytest.mark.parametrize("env", ["s3"], indirect=True)
+def test_ranged_download_cut(env: Env, tmp_path: Path, reliability) -> None:
+    """The ranges stream into one file while hashers follow them: a body cut short once is
+    retried whole and exact; bodies cut every time fail the file (no hasher left waiting) and
+    leave neither a final nor a temporary file."""
+    data = os.urandom(LARGE[env.backend] + 40 * MiB)  # three ranges of 32 MiB
+    env.put({"ranged/big.bin": data})
+    down = tmp_path / "down"
+    env.proxy.set("cut", first=1, method="GET", path="big.bin")
+    with _mirror(tmp_path / "cache"):
+        pos3.download(env.url("ranged/"), down, profile=env.profile)
+    assert env.proxy.count(fault="cut") == 1
+    assert (down / "big.bin").read_bytes() == data
+    (down / "big.bin").unlink()
+    env.proxy.set("cut", method="GET", path="big.bin")  # every GET of it
+    with pytest.raises(pos3.SyncError) as info, _mirror(tmp_path / "cache2"):
+        pos3.download(env.url("ranged/"), down, profile=env.profile)
+    env.proxy.clear()
+    assert _failed_paths(info.value) == {str(down / "big.bin")}
+    assert "TransferInterrupted" in str(info.value)
+    assert not (down / "big.bin").exists() and not _temp_files(down)
+    reliability.runs(2)
+
+
 # -- Errors ---------------------------------------------------------------------------
 
 CANARY = "pos3CanarySecret" + "Zq7"

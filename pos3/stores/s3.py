@@ -52,6 +52,7 @@ from ..store import (
     batches,
     retry_after,
 )
+from . import ranged
 from .s3_config import native_config
 from .s3_crt import ConditionFailed, EmptyObject, ListPage, md5_from_etag, presigned_base
 
@@ -508,7 +509,7 @@ class S3Store(ObjectStore):
             except EmptyObject:
                 pass  # emptied since it was listed: one plain GET below
         try:
-            return self._verify(key, dest, self._get(key, dest))
+            return self._get(key, dest)
         except Exception as exc:
             err = _map_error(exc, f"Downloading {self._url(key)}")
             if err is exc:
@@ -516,6 +517,9 @@ class S3Store(ObjectStore):
             raise err from exc
 
     def _get(self, key: str, dest: Path) -> ObjectMeta:
+        """Download ``key`` into ``dest`` and check it against its ETag while it lands: ranges of a
+        large object in parallel, pinned to the first answer's ETag (``If-Match``), written with
+        ``pwrite`` into one preallocated descriptor (see `ranged`)."""
         part = max(self.backend.part_size, RANGE_PART)
         try:
             r = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{part - 1}")
@@ -526,28 +530,32 @@ class S3Store(ObjectStore):
         etag = r.get("ETag", "").strip('"') or None
         total = int(r["ContentRange"].rsplit("/", 1)[1]) if "ContentRange" in r else r["ContentLength"]
         meta = ObjectMeta(key, total, etag, r["LastModified"].timestamp(), md5_from_etag(etag))
-        with open(dest, "wb") as f:
-            _copy_stream(r["Body"], f, self._down)
-            if total > part:
-                f.truncate(total)
-        if total > part:
-            self._get_parts(key, dest, part, total, etag)
+        pin = {"IfMatch": f'"{etag}"'} if etag else {}
+        parts: list[int] = []  # the multipart part size, once known
+
+        def fetch(start: int, end: int) -> Any:
+            return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}", **pin)["Body"]
+
+        def segments() -> list[tuple[int, int]]:
+            """The spans whose MD5s the ETag is made of (none when it cannot be checked)."""
+            if meta.md5 is not None:
+                return [(0, total)]
+            size = self._part_size(key, etag) if etag and _multipart(etag) else None
+            if not size:
+                return []
+            parts.append(size)
+            return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            os.ftruncate(fd, total)  # sized once; every byte is then written by exactly one range
+            first = (r["Body"], r["ContentLength"])
+            threads = min(8, self.backend.max_workers)
+            digests = ranged.download(fd, total, first, fetch, part, threads, segments, self._down)
+        finally:
+            os.close(fd)
+        _check_digests(f"Downloading {self._url(key)}", meta, digests, bool(parts))
         return meta
-
-    def _get_parts(self, key: str, dest: Path, part: int, total: int, etag: str | None) -> None:
-        """Fetch the rest of a large object in parallel ranges, pinned to one version by ETag."""
-
-        def fetch(start: int) -> None:
-            end = min(start + part, total) - 1
-            kw = {"IfMatch": f'"{etag}"'} if etag else {}
-            r = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}", **kw)
-            with open(dest, "r+b") as f:
-                f.seek(start)
-                _copy_stream(r["Body"], f, self._down)
-
-        with ThreadPoolExecutor(max_workers=min(8, self.backend.max_workers)) as pool:
-            for fut in [pool.submit(fetch, start) for start in range(part, total, part)]:
-                fut.result()
 
     def put(self, key: str, src: Path) -> ObjectMeta:
         """Upload with a checksum the server checks (Content-MD5, or per-part checksums);
@@ -687,21 +695,21 @@ def _precondition_failed(exc: Exception) -> bool:
     return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
 
 
+def _check_digests(what: str, meta: ObjectMeta, digests: builtins.list[bytes], multipart: bool) -> None:
+    """Raise `IntegrityError` unless ``digests`` (the content's MD5, or its parts' MD5s when
+    ``multipart``) make ``meta``'s ETag; nothing is checked when neither applies."""
+    if meta.md5 is not None and digests[0].hex() != meta.md5:
+        raise IntegrityError(f"{what}: content MD5 {digests[0].hex()} does not match the store's {meta.md5}")
+    if multipart and meta.version:
+        combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
+        if f"{combined}-{len(digests)}" != meta.version.lower():
+            raise IntegrityError(f"{what}: content does not match the multipart ETag {meta.version}")
+
+
 def _multipart(etag: str) -> bool:
     """An ETag of the form ``<md5 hex>-<parts>``."""
     digest, dash, parts = etag.partition("-")
     return bool(dash) and len(digest) == 32 and parts.isdigit()
-
-
-def _copy_stream(body: Any, f: Any, pace: Pace | None = None, chunk: int = PACE_CHUNK) -> None:
-    """Copy a response body to ``f``, charging ``pace`` for each chunk before reading the next."""
-    try:
-        while data := body.read(chunk):
-            if pace is not None:
-                pace(len(data))
-            f.write(data)
-    finally:
-        body.close()
 
 
 class _PacedBody(io.BytesIO):

@@ -1,0 +1,74 @@
+"""`pos3.stores.ranged`: the spans tracker hashers follow, and a download through it from in-memory bodies."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from pos3.stores.ranged import DownloadFailed, Landed, download
+
+
+def test_landed_merges_spans_in_any_order() -> None:
+    landed = Landed()
+    for start, end in [(30, 40), (0, 10), (20, 30), (50, 60)]:
+        landed.add(start, end)
+    assert landed.covered(0, 10) and landed.covered(20, 40) and not landed.covered(0, 11)
+    assert not landed.covered(35, 55)
+    landed.add(10, 20)
+    landed.add(40, 50)
+    assert landed.covered(0, 60) and not landed.covered(0, 61)
+    assert Landed().covered(7, 7)  # an empty span (an empty object) is always written
+
+
+def test_a_failed_download_releases_a_waiting_hasher() -> None:
+    landed = Landed()
+    raised = threading.Event()
+
+    def wait() -> None:
+        with pytest.raises(DownloadFailed):
+            landed.wait(0, 10)
+        raised.set()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    landed.add(0, 5)
+    landed.fail()
+    waiter.join(timeout=30)
+    assert raised.is_set()
+
+
+class _Broken(io.BytesIO):
+    """A body that fails after its first read."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        if self.reads > 1:
+            raise ConnectionError("cut")
+        return super().read(size)
+
+
+def test_download_hashes_each_segment_and_raises_a_range_failure(tmp_path: Path) -> None:
+    data = os.urandom(3 * (1 << 20) + 123)
+    part = 1 << 20
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        os.ftruncate(fd, len(data))
+        fetch = lambda start, end: io.BytesIO(data[start : end + 1])  # noqa: E731
+        segments = [(s, min(s + part, len(data))) for s in range(0, len(data), part)]
+        digests = download(fd, len(data), (io.BytesIO(data[:part]), part), fetch, part, 3, lambda: segments)
+        assert digests == [hashlib.md5(data[s:e]).digest() for s, e in segments]
+        assert (tmp_path / "f").read_bytes() == data
+        broken = lambda start, end: _Broken(data[start : end + 1]) if start >= 2 * part else fetch(start, end)  # noqa: E731
+        with pytest.raises(ConnectionError):
+            download(fd, len(data), (io.BytesIO(data[:part]), part), broken, part // 2, 3, lambda: segments)
+    finally:
+        os.close(fd)
