@@ -184,6 +184,8 @@ def test_cross_workload_end_to_end(s3_server, gcs_server, tmp_path: Path) -> Non
     src = backends.S3Backend(s3_server.endpoint, s3_server.access_key, s3_server.secret_key)
     dst = backends.GCSBackend(gcs_server.endpoint, gcs_server.project)
     cross = backends.CrossBackend("s3-gcs", src, dst)
+    assert cross.only_tools == {"rclone-32", "pos3"}
+    cross.only_tools = None  # let the do-nothing row run too
     env = cross.env()
     assert env["RCLONE_CONFIG_SRC_TYPE"] == "s3" and env["RCLONE_CONFIG_DST_TYPE"] == "google cloud storage"
     assert env["STORAGE_EMULATOR_HOST"] == gcs_server.endpoint and env["AWS_ENDPOINT_URL"] == s3_server.endpoint
