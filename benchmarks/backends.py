@@ -4,8 +4,8 @@ A backend knows three things: the environment that points every tool at the
 store (``env``), how rclone names a remote path (``rclone_path``), and the
 harness's own untimed operations (create buckets, seed a prefix, list and read
 objects for verification, edit objects remotely). S3 runs on SeaweedFS on
-loopback; GCS on fake-gcs-server (its filesystem backend) and Azure on Azurite
-(through `pos3.testing.emulators`), where only rclone with 32 transfers and pos3
+loopback; GCS on fake-gcs-server and Azure on Azurite (both started through
+`pos3.testing.emulators`), where only rclone with 32 transfers and pos3
 run (see `Backend.supports` and `Backend.only_tools`). ``s3-gcs`` is both at once,
 SeaweedFS as the source and fake-gcs-server as the destination of store-to-store
 syncs (`CrossBackend`); each side is an rclone remote of its own name.
@@ -457,23 +457,11 @@ def _seaweedfs(workdir: Path, s5cmd: str | None) -> Iterator[Backend]:
 
 @contextlib.contextmanager
 def _fake_gcs(workdir: Path, s5cmd: str | None) -> Iterator[Backend]:
-    """fake-gcs-server with its filesystem backend (the tests' launcher keeps objects in memory).
+    """fake-gcs-server as the tests run it (in memory; see benchmarks/README.md for why not on disk)."""
+    from pos3.testing.emulators import fake_gcs
 
-    In memory it slowed down as the bucket filled (rclone-32 uploading 5,000 × 4 KiB: 36 s into an
-    empty bucket, 86 s into the same bucket again) and held 3.3 GiB after two such uploads and a
-    512 MiB file; on disk both uploads took 35 s and a 512 MiB upload 41 s instead of 61 s.
-    """
-    from pos3.testing.emulators import GCS_PROJECT, fake_gcs_binary
-    from pos3.testing.servers import free_port, run_process
-
-    root = workdir / "data"
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    cmd = [fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port)]
-    cmd += ["-backend", "filesystem", "-filesystem-root", str(root), "-external-url", endpoint, "-log-level", "warn"]
-    with run_process(cmd, workdir / "stdout.log", f"{endpoint}/storage/v1/b"):
-        backend = GCSBackend(endpoint, GCS_PROJECT)
+    with fake_gcs(workdir) as server:
+        backend = GCSBackend(server.endpoint, server.project)
         try:
             yield backend
         finally:

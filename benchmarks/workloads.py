@@ -364,7 +364,8 @@ class CrossSync(Workload):
     ``backend.dst`` (a `backends.CrossBackend`), then synced again (no-op); ``dst`` is verified each time.
 
     ``kind`` is ``small`` (the `SmallFiles` tree T0, shape ``small``) or ``large`` (the `LargeFile` file).
-    A verified 512 MiB copy is deleted after its no-op step, to keep the destination's disk small.
+    Each tool and repetition syncs into a bucket of its own; a verified 512 MiB copy is deleted after its
+    no-op step (fake-gcs-server keeps objects in memory).
     """
 
     name = "cross"
@@ -389,9 +390,10 @@ class CrossSync(Workload):
         src.seed(self.golden.root, self.src)
 
     def setup(self, step: Step, slot: Slot, ctx: Context) -> None:
-        if step.name == "sync to an empty prefix":
-            slot.source = self.src
-            slot.remote = _cross(ctx).dst.remote(ctx.bucket, f"cross/{self.kind}/{slot.tool.name}/{slot.rep}")
+        if step.name == "sync to an empty prefix":  # a fresh bucket: fake-gcs-server slows down as one fills
+            dst, bucket = _cross(ctx).dst, f"{ctx.bucket}-{self.kind}-{slot.tool.name}-{slot.rep}"
+            dst.create_bucket(bucket)
+            slot.source, slot.remote = self.src, dst.remote(bucket, f"cross/{self.kind}")
 
     def verify(self, step: Step, slot: Slot, ctx: Context) -> list[str]:
         assert slot.remote is not None

@@ -203,10 +203,10 @@ def test_cross_workload_end_to_end(s3_server, gcs_server, tmp_path: Path) -> Non
         assert "--delete" in next(r.command for r in results if r.tool == "pos3")
         other = {r.step: r.status for r in results if r.tool == "nothing"}
         assert other == {"sync to an empty prefix": "WRONG", "no-op sync": "skipped"}
-    assert [obj.rel for obj in dst.list(dst.remote(bucket, "cross/small/pos3/0"))] == sorted(
+    assert [obj.rel for obj in dst.list(dst.remote(f"{bucket}-small-pos3-0", "cross/small"))] == sorted(
         workloads.small_files(12, 3, 128)
     )
-    assert list(dst.list(dst.remote(bucket, "cross/large/pos3/0"))) == []  # freed after its no-op step
+    assert list(dst.list(dst.remote(f"{bucket}-large-pos3-0", "cross/large"))) == []  # freed after its no-op step
 
 
 def test_each_backend_runs_the_workloads_it_supports() -> None:
