@@ -5,8 +5,10 @@ store (``env``), how rclone names a remote path (``rclone_path``), and the
 harness's own untimed operations (create buckets, seed a prefix, list and read
 objects for verification, edit objects remotely). S3 runs on SeaweedFS on
 loopback; GCS on fake-gcs-server and Azure on Azurite (both started through
-`pos3.testing.emulators`), where only rclone with 32 transfers and pos3 run
-(see `Backend.supports` and `Backend.only_tools`).
+`pos3.testing.emulators`), where only rclone with 32 transfers and pos3
+run (see `Backend.supports` and `Backend.only_tools`). ``s3-gcs`` is both at once,
+SeaweedFS as the source and fake-gcs-server as the destination of store-to-store
+syncs (`CrossBackend`); each side is an rclone remote of its own name.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Remote:
     scheme: str
     bucket: str
     prefix: str
+    rclone_name: str = RCLONE_REMOTE
 
     @property
     def url(self) -> str:
@@ -41,7 +44,7 @@ class Remote:
 
     @property
     def rclone(self) -> str:
-        return f"{RCLONE_REMOTE}:{self.bucket}/{self.prefix}"
+        return f"{self.rclone_name}:{self.bucket}/{self.prefix}"
 
     def key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}"
@@ -68,13 +71,17 @@ class Backend:
     only_tools: frozenset[str] | None = None
     #: the small-file count when ``--small-files`` is not given
     default_small_files = 5000
+    #: the workloads (see `workloads.Workload.name`) that run here
+    workloads: frozenset[str] = frozenset({"small", "large", "listing"})
+    #: the rclone remote (``RCLONE_CONFIG_<NAME>_*``) that `env` configures and `remote` names
+    rclone_name = RCLONE_REMOTE
 
     def env(self) -> dict[str, str]:
         """Variables that point rclone, s5cmd, aws and pos3 at this store."""
         raise NotImplementedError
 
     def remote(self, bucket: str, prefix: str) -> Remote:
-        return Remote(self.scheme, bucket, prefix.strip("/"))
+        return Remote(self.scheme, bucket, prefix.strip("/"), self.rclone_name)
 
     def create_bucket(self, bucket: str) -> None:
         raise NotImplementedError
@@ -133,7 +140,7 @@ class S3Backend(Backend):
         )
 
     def env(self) -> dict[str, str]:
-        prefix = f"RCLONE_CONFIG_{RCLONE_REMOTE.upper()}_"
+        prefix = f"RCLONE_CONFIG_{self.rclone_name.upper()}_"
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ACCESS_KEY_ID": self.access_key,
@@ -226,6 +233,7 @@ class _EmulatorBackend(Backend):
 
     supports = frozenset({"rclone", "pos3"})
     only_tools = frozenset({"rclone-32", "pos3"})
+    workloads = frozenset({"small", "large"})
     threads = 16
 
     def seed(self, local: Path, remote: Remote) -> None:
@@ -234,7 +242,14 @@ class _EmulatorBackend(Backend):
             list(pool.map(lambda p: self.put(remote, p.relative_to(local).as_posix(), p.read_bytes()), files))
 
     def md5_of(self, remote: Remote, rel: str) -> str:
-        return hashlib.md5(self.read(remote, rel)).hexdigest()
+        digest = hashlib.md5()
+        for chunk in self.chunks(remote, rel):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def chunks(self, remote: Remote, rel: str) -> Iterator[bytes]:
+        """An object's content in pieces of a few MiB (a 512 MiB object is never held whole)."""
+        raise NotImplementedError
 
 
 class GCSBackend(_EmulatorBackend):
@@ -266,7 +281,7 @@ class GCSBackend(_EmulatorBackend):
         self.client._http.mount("http://", adapter)
 
     def env(self) -> dict[str, str]:
-        prefix = f"RCLONE_CONFIG_{RCLONE_REMOTE.upper()}_"
+        prefix = f"RCLONE_CONFIG_{self.rclone_name.upper()}_"
         return {
             "STORAGE_EMULATOR_HOST": self.endpoint,
             "GOOGLE_CLOUD_PROJECT": self.project,
@@ -291,6 +306,10 @@ class GCSBackend(_EmulatorBackend):
 
     def read(self, remote: Remote, rel: str) -> bytes:
         return self.client.bucket(remote.bucket).blob(remote.key(rel)).download_as_bytes()
+
+    def chunks(self, remote: Remote, rel: str) -> Iterator[bytes]:
+        with self.client.bucket(remote.bucket).blob(remote.key(rel)).open("rb", chunk_size=8 << 20) as f:
+            yield from iter(lambda: f.read(8 << 20), b"")
 
     def put(self, remote: Remote, rel: str, data: bytes) -> None:
         self.client.bucket(remote.bucket).blob(remote.key(rel)).upload_from_string(data)
@@ -326,7 +345,7 @@ class AzureBackend(_EmulatorBackend):
         self.service: Any = BlobServiceClient.from_connection_string(connection_string)
 
     def env(self) -> dict[str, str]:
-        prefix = f"RCLONE_CONFIG_{RCLONE_REMOTE.upper()}_"
+        prefix = f"RCLONE_CONFIG_{self.rclone_name.upper()}_"
         return {
             "AZURE_STORAGE_CONNECTION_STRING": self.connection_string,
             prefix + "TYPE": "azureblob",
@@ -354,6 +373,9 @@ class AzureBackend(_EmulatorBackend):
     def read(self, remote: Remote, rel: str) -> bytes:
         return self._container(remote).download_blob(remote.key(rel)).readall()
 
+    def chunks(self, remote: Remote, rel: str) -> Iterator[bytes]:
+        yield from self._container(remote).download_blob(remote.key(rel)).chunks()
+
     def put(self, remote: Remote, rel: str, data: bytes) -> None:
         self._container(remote).upload_blob(remote.key(rel), data, overwrite=True)
 
@@ -361,6 +383,31 @@ class AzureBackend(_EmulatorBackend):
         container = self._container(remote)
         for i in range(0, len(rels), 256):
             container.delete_blobs(*[remote.key(rel) for rel in rels[i : i + 256]])
+
+
+class CrossBackend(Backend):
+    """Two stores for store-to-store syncs: ``src`` (read) and ``dst`` (written), each its own rclone remote.
+
+    `env` points every tool at both (pos3 takes S3 from ``AWS_*`` and GCS from
+    ``STORAGE_EMULATOR_HOST``; rclone gets the remotes ``src`` and ``dst``); the
+    workload seeds ``src`` and verifies ``dst`` through their own backends.
+    """
+
+    supports = frozenset({"rclone", "pos3"})
+    only_tools = frozenset({"rclone-32", "pos3"})
+    workloads = frozenset({"cross"})
+
+    def __init__(self, name: str, src: Backend, dst: Backend) -> None:
+        self.name = name
+        self.src, self.dst = src, dst
+        src.rclone_name, dst.rclone_name = "src", "dst"
+
+    def env(self) -> dict[str, str]:
+        return {**self.src.env(), **self.dst.env()}
+
+    def create_bucket(self, bucket: str) -> None:
+        self.src.create_bucket(bucket)
+        self.dst.create_bucket(bucket)
 
 
 @functools.lru_cache(maxsize=16)
@@ -410,6 +457,7 @@ def _seaweedfs(workdir: Path, s5cmd: str | None) -> Iterator[Backend]:
 
 @contextlib.contextmanager
 def _fake_gcs(workdir: Path, s5cmd: str | None) -> Iterator[Backend]:
+    """fake-gcs-server as the tests run it (in memory; see benchmarks/README.md for why not on disk)."""
     from pos3.testing.emulators import fake_gcs
 
     with fake_gcs(workdir) as server:
@@ -432,4 +480,10 @@ def _azurite(workdir: Path, s5cmd: str | None) -> Iterator[Backend]:
             backend.service.close()
 
 
-BACKENDS = {"s3": _seaweedfs, "gcs": _fake_gcs, "azure": _azurite}
+@contextlib.contextmanager
+def _s3_to_gcs(workdir: Path, s5cmd: str | None) -> Iterator[Backend]:
+    with _seaweedfs(workdir / "s3", s5cmd) as src, _fake_gcs(workdir / "gcs", s5cmd) as dst:
+        yield CrossBackend("s3-gcs", src, dst)
+
+
+BACKENDS = {"s3": _seaweedfs, "gcs": _fake_gcs, "azure": _azurite, "s3-gcs": _s3_to_gcs}

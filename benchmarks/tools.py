@@ -53,6 +53,10 @@ class Tool:
     def download(self, remote: Remote, local: Path, work: Path, backend: Backend) -> Command:
         raise NotImplementedError
 
+    def sync(self, src: Remote, dst: Remote, work: Path, backend: Backend) -> Command:
+        """Make ``dst`` (in another store) a mirror of ``src``, store to store."""
+        raise NotImplementedError(f"{self.name} has no store-to-store sync")
+
 
 @dataclass(frozen=True)
 class Rclone(Tool):
@@ -67,6 +71,9 @@ class Rclone(Tool):
 
     def download(self, remote: Remote, local: Path, work: Path, backend: Backend) -> Command:
         return self._sync(remote.rclone, str(local))
+
+    def sync(self, src: Remote, dst: Remote, work: Path, backend: Backend) -> Command:
+        return self._sync(src.rclone, dst.rclone)
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,8 @@ class Pos3(Tool):
 
     ``workers`` is passed as ``max_workers``; 0 keeps the library's default.
     The cache (and so pos3's state) lives in ``work/cache``, kept across the
-    steps of one repetition, as a user's cache would be.
+    steps of one repetition, as a user's cache would be. Store to store it runs
+    the command line, ``python -m pos3 sync SRC DST --delete`` (ours only).
     """
 
     python: str = sys.executable
@@ -121,6 +129,11 @@ class Pos3(Tool):
 
     def download(self, remote: Remote, local: Path, work: Path, backend: Backend) -> Command:
         return self._run("download", remote, local, work)
+
+    def sync(self, src: Remote, dst: Remote, work: Path, backend: Backend) -> Command:
+        argv = [self.python, "-m", "pos3", "sync", src.url, dst.url, "--delete", "--no-progress"]
+        argv += ["--cache-root", str(work / "cache")]
+        return Command(argv + (["--workers", str(self.workers)] if self.workers else []))
 
 
 # -- installation -------------------------------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import Backend, Remote
+from .backends import Backend, CrossBackend, Remote
 from .tools import Tool
 
 # -- golden trees -------------------------------------------------------------
@@ -187,7 +187,7 @@ class Step:
     """One timed (or, with ``timed=False``, preparatory) operation every tool performs."""
 
     name: str
-    op: str  # "upload" | "download"
+    op: str  # "upload" | "download" | "sync" (store to store: `Slot.source` to `Slot.remote`)
     chain: str = ""  # steps of one chain build on each other: after a failure the rest are skipped
     timed: bool = True
     once: bool = False  # only in the first repetition (the slot is shared across repetitions)
@@ -203,6 +203,7 @@ class Slot:
     work: Path
     local: Path | None = None
     remote: Remote | None = None
+    source: Remote | None = None  # the source of a store-to-store sync (``remote`` is its destination)
     verified: Verified | None = None  # the last verified state of ``local``
     broken: dict[str, str] = field(default_factory=dict)  # chain -> why its later steps are skipped
 
@@ -321,13 +322,7 @@ class LargeFile(Workload):
         self.label = f"one {_size(mib << 20)} file"
 
     def prepare(self, ctx: Context) -> None:
-        def build(path: Path) -> None:
-            rng = random.Random(3)
-            with open(path / "large.bin", "wb") as f:
-                for _ in range(self.mib):
-                    f.write(random_bytes(rng, 1 << 20))
-
-        self.golden = cached_tree(ctx.data / f"large-{self.mib}" / "t0", build)
+        self.golden = large_tree(ctx.data, self.mib)
         self.src = ctx.backend.remote(ctx.bucket, "large/src")
         ctx.backend.seed(self.golden.root, self.src)
 
@@ -350,6 +345,69 @@ class LargeFile(Workload):
             ctx.backend.delete_prefix(slot.remote)
         elif slot.local is not None:
             shutil.rmtree(slot.local, ignore_errors=True)
+
+
+def large_tree(data: Path, mib: int) -> Tree:
+    """The golden tree of `LargeFile`: one random file of ``mib`` MiB, ``large.bin`` (built once under ``data``)."""
+
+    def build(path: Path) -> None:
+        rng = random.Random(3)
+        with open(path / "large.bin", "wb") as f:
+            for _ in range(mib):
+                f.write(random_bytes(rng, 1 << 20))
+
+    return cached_tree(data / f"large-{mib}" / "t0", build)
+
+
+class CrossSync(Workload):
+    """Store to store: a golden tree seeded in ``backend.src`` is synced into an empty prefix of
+    ``backend.dst`` (a `backends.CrossBackend`), then synced again (no-op); ``dst`` is verified each time.
+
+    ``kind`` is ``small`` (the `SmallFiles` tree T0, shape ``small``) or ``large`` (the `LargeFile` file).
+    Each tool and repetition syncs into a bucket of its own; a verified 512 MiB copy is deleted after its
+    no-op step (fake-gcs-server keeps objects in memory).
+    """
+
+    name = "cross"
+    steps = [Step("sync to an empty prefix", "sync", "sync"), Step("no-op sync", "sync", "sync")]
+
+    def __init__(self, kind: str, small: tuple[int, int, int] = (5000, 50, 4096), mib: int = 512):
+        self.kind, self.small, self.mib = kind, small, mib
+        self.name = f"cross-{kind}"  # its logs and work directories (``--workloads cross`` selects both)
+        n, dirs, size = small
+        what = f"{n:,} × {_size(size)} in {dirs} dirs" if kind == "small" else f"one {_size(mib << 20)} file"
+        self.label = f"S3 → GCS: {what}"
+
+    def prepare(self, ctx: Context) -> None:
+        if self.kind == "small":
+            files = small_files(*self.small)
+            tag = "small-{}-{}-{}".format(*self.small)  # the same golden T0 as `SmallFiles`
+            self.golden = cached_tree(ctx.data / tag / "t0", lambda p: write_tree(p, files))
+        else:
+            self.golden = large_tree(ctx.data, self.mib)
+        src = _cross(ctx).src
+        self.src = src.remote(ctx.bucket, f"cross/{self.kind}/src")
+        src.seed(self.golden.root, self.src)
+
+    def setup(self, step: Step, slot: Slot, ctx: Context) -> None:
+        if step.name == "sync to an empty prefix":  # a fresh bucket: fake-gcs-server slows down as one fills
+            dst, bucket = _cross(ctx).dst, f"{ctx.bucket}-{self.kind}-{slot.tool.name}-{slot.rep}"
+            dst.create_bucket(bucket)
+            slot.source, slot.remote = self.src, dst.remote(bucket, f"cross/{self.kind}")
+
+    def verify(self, step: Step, slot: Slot, ctx: Context) -> list[str]:
+        assert slot.remote is not None
+        return verify_remote(_cross(ctx).dst, slot.remote, self.golden)
+
+    def cleanup(self, step: Step, slot: Slot, ctx: Context) -> None:
+        if step.name == "no-op sync" and self.kind == "large" and slot.remote is not None:
+            _cross(ctx).dst.delete_prefix(slot.remote)
+
+
+def _cross(ctx: Context) -> CrossBackend:
+    if not isinstance(ctx.backend, CrossBackend):
+        raise TypeError(f"the cross workload needs a store-to-store backend (s3-gcs), not {ctx.backend.name}")
+    return ctx.backend
 
 
 class LargeListing(Workload):

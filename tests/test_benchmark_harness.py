@@ -105,6 +105,9 @@ class DoesNothing(tools.Tool):
     def download(self, remote, local, work, backend):
         return tools.Command(["true"])
 
+    def sync(self, src, dst, work, backend):
+        return tools.Command(["true"])
+
 
 def test_small_workload_end_to_end(backend, bucket: str, tmp_path: Path) -> None:
     ctx = workloads.Context(backend, bucket, tmp_path / "data", tmp_path / "work")
@@ -174,3 +177,52 @@ def test_table_names_the_single_peer() -> None:
     md = run.table(results, ["rclone-32", "pos3"], versus="rclone-32")
     assert "| pos3 ÷ rclone-32 |" in md and "0.4.0" not in md and "| 0.50× |" in md
     assert "| pos3 ÷ best peer | 0.4.0 ÷ best peer |" in run.table(results, ["rclone-32", "pos3"])
+
+
+def test_cross_workload_end_to_end(s3_server, gcs_server, tmp_path: Path) -> None:
+    """S3 -> GCS through `pos3 sync` comes out right for both trees; a tool that does nothing is WRONG."""
+    src = backends.S3Backend(s3_server.endpoint, s3_server.access_key, s3_server.secret_key)
+    dst = backends.GCSBackend(gcs_server.endpoint, gcs_server.project)
+    cross = backends.CrossBackend("s3-gcs", src, dst)
+    assert cross.only_tools == {"rclone-32", "pos3"}
+    cross.only_tools = None  # let the do-nothing row run too
+    env = cross.env()
+    assert env["RCLONE_CONFIG_SRC_TYPE"] == "s3" and env["RCLONE_CONFIG_DST_TYPE"] == "google cloud storage"
+    assert env["STORAGE_EMULATOR_HOST"] == gcs_server.endpoint and env["AWS_ENDPOINT_URL"] == s3_server.endpoint
+    bucket = f"bench-cross-{os.getpid()}"
+    cross.create_bucket(bucket)
+    ctx = workloads.Context(cross, bucket, tmp_path / "data", tmp_path / "work")
+    pos3 = tools.Pos3("pos3", "pos3", stateful=True, python=sys.executable, workers=4)
+    runner = run.Runner(
+        cross, [pos3, DoesNothing("nothing", "pos3")], tmp_path / "work", 1, 1, 120, tools.base_env(tmp_path), True
+    )
+    for wl in (workloads.CrossSync("small", (12, 3, 128)), workloads.CrossSync("large", mib=1)):
+        results = runner.run(wl, ctx)
+        ours = [(r.step, r.status, r.detail) for r in results if r.tool == "pos3"]
+        assert ours == [(step.name, "ok", "") for step in wl.steps]
+        assert "--delete" in next(r.command for r in results if r.tool == "pos3")
+        other = {r.step: r.status for r in results if r.tool == "nothing"}
+        assert other == {"sync to an empty prefix": "WRONG", "no-op sync": "skipped"}
+    assert [obj.rel for obj in dst.list(dst.remote(f"{bucket}-small-pos3-0", "cross/small"))] == sorted(
+        workloads.small_files(12, 3, 128)
+    )
+    assert list(dst.list(dst.remote(f"{bucket}-large-pos3-0", "cross/large"))) == []  # freed after its no-op step
+
+
+def test_each_backend_runs_the_workloads_it_supports() -> None:
+    def names(backend: str, workloads: str = "small,large,listing,cross") -> list[str]:
+        args = run.parse_args(["--workloads", workloads, "--backends", backend])
+        b = object.__new__({"s3": backends.S3Backend, "gcs": backends.GCSBackend}[backend])
+        return [w.name for w in run.make_workloads(args, b)]
+
+    assert names("s3") == ["small", "large", "listing"]
+    assert names("gcs") == ["small", "large"] and names("gcs", "large") == ["large"]
+    cross = backends.CrossBackend("s3-gcs", object.__new__(backends.S3Backend), object.__new__(backends.GCSBackend))
+    args = run.parse_args(["--backends", "s3-gcs"])
+    assert [w.name for w in run.make_workloads(args, cross)] == ["cross-small", "cross-large"]
+
+
+def test_write_results_keeps_the_many_processes_section() -> None:
+    page = "# R\n\n### S3\n\nold table\n\n### Many processes, one cache\n\n| ranks |\n|---|\n\n### Later\n\nx\n"
+    assert run.kept_sections(page) == "\n### Many processes, one cache\n\n| ranks |\n|---|\n\n"
+    assert run.kept_sections(run.RESULTS.read_text()).startswith("\n### Many processes")
