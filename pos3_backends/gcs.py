@@ -25,8 +25,9 @@ uploads above 8 MiB, or ``transfer_client="sdk"``).
 
 Guarantees beyond `pos3.store.ObjectStore`: ``version`` is the object's
 generation and ``md5`` its ``md5Hash`` (absent for composite objects);
-uploads are single requests up to 8 MiB and resumable uploads above, so no
-partial object is ever visible. Integrity: a download is checked by the SDK
+uploads are single requests up to 8 MiB and resumable uploads above, in
+`UPLOAD_CHUNK` pieces (16 MiB, as rclone's; the SDK's default, 100 MiB, is
+held in memory per upload), so no partial object is ever visible. Integrity: a download is checked by the SDK
 against the object's ``x-goog-hash`` (CRC32C, else MD5) and raises on a
 mismatch; an upload sends the file's MD5 for the service to check, and the
 MD5 the service reports for the stored object is compared with the file's
@@ -82,6 +83,10 @@ LIST_PAGE = 1000
 BATCH = 100
 OPTIONS = {"project", "credentials_file", "page_size", "timeout", "retry_deadline", "transfer_client"}
 TIMEOUT = 60.0
+#: Bytes per request of a resumable upload (a multiple of 256 KiB). Measured on fake-gcs-server with
+#: 512 MiB: 100 MiB (the SDK's default) 16.4 s, 250 MiB peak RSS; 32 MiB 17.0 s, 114 MiB; 16 MiB 23.7 s,
+#: 82 MiB (rclone-32, 16 MiB chunks: 27 s, 99 MiB).
+UPLOAD_CHUNK = 16 * 1024 * 1024
 RETRY_DEADLINE = 120.0
 DEFAULT_BASE = "https://storage.googleapis.com"
 
@@ -415,7 +420,7 @@ class GCSStore(ObjectStore):
         return retried(lambda: self._put(key, src), f"Uploading {self._url(key)}")
 
     def _put(self, key: str, src: Path) -> ObjectMeta:
-        blob = self.bucket.blob(key)
+        blob = self.bucket.blob(key, chunk_size=UPLOAD_CHUNK)
         what = f"Uploading {self._url(key)}"
         md5 = md5_hex(src)
         try:
