@@ -28,6 +28,7 @@ from pos3.integrity import IntegrityError, TransferInterrupted
 from pos3.store import ObjectMeta, PreconditionFailed, StoreError, Throttled, retry_after
 
 from ._aio import TRANSIENT_STATUS, Engine, RetryPolicy, Transient, guard, retrying
+from ._common import b64_to_hex
 from .azure import INTEGRITY_CODES
 
 #: Blobs up to this size move natively (one request each); larger ones go through the SDK (blocks, ranges).
@@ -307,7 +308,7 @@ def _blob_meta(blob: ElementTree.Element) -> ObjectMeta:
         int(props.findtext("Content-Length") or 0),
         _etag(props.findtext("Etag")),
         _mtime(props.findtext("Last-Modified")),
-        base64.b64decode(md5).hex() if md5 else None,
+        b64_to_hex(md5),
     )
 
 
@@ -318,7 +319,7 @@ def _header_meta(key: str, headers: Any) -> ObjectMeta:
         int(headers.get("Content-Length") or 0),
         _etag(headers.get("ETag")),
         _mtime(headers.get("Last-Modified")),
-        base64.b64decode(md5).hex() if md5 else None,
+        b64_to_hex(md5),
     )
 
 
