@@ -138,6 +138,12 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> Where:
     return Where("file", url, Profile(), store_spec("file").connect(Profile(), 4).store(parse(url).bucket), {})
 
 
+def _environment(where: Where) -> dict[str, str]:
+    """This process's environment without any cloud configuration, plus ``where``'s own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "AZURE_", "STORAGE_"))}
+    return {**env, **where.env}
+
+
 class Process:
     """A `HOLDER` process: started, read line by line, stopped or killed by its PID."""
 
@@ -151,8 +157,7 @@ class Process:
         }
         spec = {"mode": mode, "url": where.url(rel), "local": str(local), "cache": str(cache), "profile": profile}
         spec.update(extra)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "AZURE_", "STORAGE_"))}
-        env.update(where.env)
+        env = _environment(where)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", HOLDER, json.dumps(spec)],
             stdin=subprocess.PIPE,
@@ -468,8 +473,7 @@ def test_ttl_knob(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _cli_sync(where: Where, src: str, dst: str, cache: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "AZURE_", "STORAGE_"))}
-    env.update(where.env)
+    env = _environment(where)
     args = [sys.executable, "-m", "pos3", "sync", src, dst, "--cache-root", str(cache), "--no-progress", *flags]
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=180)
 
