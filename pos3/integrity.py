@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
@@ -125,30 +125,4 @@ def retried_async(start: Callable[[], Future[T]], attempts: int = ATTEMPTS) -> F
         fut.add_done_callback(done)
 
     go(0)
-    return out
-
-
-def then_on(pool: Executor, fut: Future, fn: Callable[[object], T]) -> Future[T]:
-    """A future of ``fn(fut.result())`` with ``fn`` run on ``pool`` (for work too long for
-    the thread completing ``fut``, such as hashing a downloaded file)."""
-    out: Future[T] = Future()
-
-    def finished(g: Future[T]) -> None:
-        exc = g.exception()
-        if exc is not None:
-            out.set_exception(exc)
-        else:
-            out.set_result(g.result())
-
-    def done(f: Future) -> None:
-        exc = f.exception()
-        if exc is not None:
-            out.set_exception(exc)
-            return
-        try:
-            pool.submit(fn, f.result()).add_done_callback(finished)
-        except RuntimeError as err:  # the pool is shut down
-            out.set_exception(err)
-
-    fut.add_done_callback(done)
     return out

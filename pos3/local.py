@@ -144,6 +144,15 @@ def _check_name(path: str, name: str) -> None:
         raise ValueError(f"Local file name is not valid UTF-8 and cannot become a key: {path!r}") from None
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (``pwrite`` may write less, e.g. at a file size limit;
+    the next call then raises, as it does on a full disk)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
 def md5_digest(path: Path) -> bytes:
     """The raw MD5 digest of a file's content, read in 1 MiB chunks."""
     h = hashlib.md5(usedforsecurity=False)

@@ -73,6 +73,15 @@ def chain(
     return out
 
 
+def settle(out: Future, fut: Future) -> None:
+    """Give ``out`` the outcome of the finished ``fut`` (its result or its exception)."""
+    exc = fut.exception()
+    if exc is not None:
+        out.set_exception(exc)
+    else:
+        out.set_result(fut.result())
+
+
 class StoreError(Exception):
     """Base class for errors a store raises that are not `FileNotFoundError`/`PermissionError`."""
 

@@ -443,15 +443,18 @@ class _Down(_Side):
         if dest.parent not in self._dirs:
             fs.prepare_parent(root.local, dest)
             self._dirs.add(dest.parent)
-        if dest.is_dir() and not dest.is_symlink():
-            raise IsADirectoryError(f"{dest} is a directory locally but a file remotely ({root.key(action.rel)})")
         tmp = fs.temp_beside(dest)
         if self._precreate:
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, fs.file_mode()))
         return dest, tmp
 
     def _finish(self, action: Action, dest: Path, tmp: Path, meta: ObjectMeta) -> Record:
-        os.replace(tmp, dest)
+        """Move the verified temporary file to its final name (never over a directory)."""
+        try:
+            os.replace(tmp, dest)
+        except IsADirectoryError:
+            key = self.root.key(action.rel)
+            raise IsADirectoryError(f"{dest} is a directory locally but a file remotely ({key})") from None
         st = os.stat(dest)
         if st.st_mode & stat.S_IWOTH:  # only under a umask that lets world-write through
             fs.not_world_writable(dest, st.st_mode)

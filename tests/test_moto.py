@@ -42,8 +42,9 @@ def test_download_upload_sync_and_ls_under_mock_aws(tmp_path: Path) -> None:
 
 def test_native_transfers_resume_once_the_mock_ends(tmp_path: Path) -> None:
     """Importing moto alone (no active mock) leaves the native transfer path in place."""
-    from pos3.stores.s3 import _botocore_intercepted
+    from pos3.stores.s3 import BotocoreIntercepts
 
+    intercepted = BotocoreIntercepts()
     with moto.mock_aws():
-        assert _botocore_intercepted()
-    assert not _botocore_intercepted()
+        assert intercepted()
+    assert not intercepted()

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from ..integrity import TransferInterrupted
+from ..local import pwrite_all
 
 MiB = 1024 * 1024
 #: Bytes read from a stream (and charged to a pace) at a time; bytes hashed at a time.
@@ -92,11 +93,9 @@ def write_stream(body: Body, fd: int, offset: int, landed: Landed, pace: Callabl
                 raise DownloadFailed
             if pace is not None:
                 pace(len(data))
-            view = memoryview(data)
-            while view:
-                n = os.pwrite(fd, view, pos)
-                view, pos = view[n:], pos + n
-            landed.add(pos - len(data), pos)
+            pwrite_all(fd, data, pos)
+            landed.add(pos, pos + len(data))
+            pos += len(data)
     finally:
         body.close()
     return pos - offset

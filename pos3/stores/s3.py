@@ -38,7 +38,6 @@ from ..integrity import (
     multipart_etag,
     retried,
     retried_async,
-    then_on,
 )
 from ..store import (
     PACE_CHUNK,
@@ -51,6 +50,7 @@ from ..store import (
     Throttled,
     batches,
     retry_after,
+    settle,
 )
 from . import ranged
 from .s3_config import native_config
@@ -226,6 +226,7 @@ class S3Backend(Backend):
         self.verifier = ThreadPoolExecutor(max_workers=max(2, max_workers), thread_name_prefix="pos3-s3-verify")
         self._crt: CrtTransfers | None = None
         self._crt_lock = threading.Lock()
+        self._intercepted = BotocoreIntercepts()
 
     @property
     def client(self) -> Any:
@@ -275,7 +276,7 @@ class S3Backend(Backend):
     def crt(self) -> CrtTransfers | None:
         """The native transfer client, created on first use; None when unavailable or not wanted,
         or while botocore's requests are answered in-process (moto's ``mock_aws``)."""
-        if not self._crt_wanted or _botocore_intercepted():
+        if not self._crt_wanted or self._intercepted():
             return None
         with self._crt_lock:
             if self._crt is None and self._crt_wanted:
@@ -322,15 +323,26 @@ class S3Backend(Backend):
         self.verifier.shutdown(wait=False)
 
 
-def _botocore_intercepted() -> bool:
-    """True while an enabled ``before-send`` handler is installed for every botocore client, as
+class BotocoreIntercepts:
+    """Whether an enabled ``before-send`` handler is installed for every botocore client, as
     moto's ``mock_aws`` does to answer requests in-process: the CRT would bypass it (and reach the
     network), so boto3 moves the bytes instead. A handler with ``enabled = False`` (moto imported,
-    no mock active) does not count; without botocore imported there is none."""
-    handlers = sys.modules.get("botocore.handlers")
-    if handlers is None:
-        return False
-    return any(h[0].startswith("before-send") and getattr(h[1], "enabled", True) for h in handlers.BUILTIN_HANDLERS)
+    no mock active) does not count; without botocore imported there is none. Asked once per
+    request, so botocore's few hundred built-in handlers are searched again only when their list changes."""
+
+    def __init__(self) -> None:
+        self._seen = -1
+        self._senders: builtins.list[Any] = []
+
+    def __call__(self) -> bool:
+        handlers = sys.modules.get("botocore.handlers")
+        if handlers is None:
+            return False
+        builtin = handlers.BUILTIN_HANDLERS
+        if len(builtin) != self._seen:
+            self._senders = [h[1] for h in builtin if h[0].startswith("before-send")]
+            self._seen = len(builtin)
+        return any(getattr(h, "enabled", True) for h in self._senders)
 
 
 class S3Store(ObjectStore):
@@ -471,9 +483,26 @@ class S3Store(ObjectStore):
         return self.backend.crt()
 
     def _start_native_get(self, crt: CrtTransfers, key: str, dest: Path) -> Future[ObjectMeta]:
-        """One native download, verified on the backend's verifier threads."""
-        started = crt.start_get(self.bucket, key, dest)
-        return then_on(self.backend.verifier, started, lambda meta: self._verify(key, dest, meta))  # type: ignore[arg-type]
+        """One native download, verified against the MD5 of its body as it was written, or
+        (a multipart ETag, a body out of order) by reading the file on the verifier threads."""
+        out: Future[ObjectMeta] = Future()
+
+        def landed(got: Future[tuple[ObjectMeta, str | None]]) -> None:
+            try:
+                meta, md5 = got.result()
+                if meta.md5 is None or md5 is None:
+                    verified = self.backend.verifier.submit(self._verify, key, dest, meta)
+                    verified.add_done_callback(lambda v: settle(out, v))
+                    return
+                if md5 != meta.md5:
+                    what = f"Downloading {self._url(key)}"
+                    raise IntegrityError(f"{what}: content MD5 {md5} does not match the store's {meta.md5}")
+                out.set_result(meta)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting side
+                out.set_exception(exc)
+
+        crt.start_get(self.bucket, key, dest).add_done_callback(landed)
+        return out
 
     def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
         crt = self._native(size)

@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 from xml.etree import ElementTree
 
 from ..integrity import IntegrityError, TransferInterrupted
-from ..local import md5_digest
+from ..local import md5_digest, pwrite_all
 from ..store import ObjectMeta, StoreError, Throttled, chain, retry_after
 from .s3_config import Credentials
 
@@ -113,9 +113,17 @@ class CrtTransfers:
         return host, path[:-1] if path.endswith("/") and path != "/" else path
 
     def _start(
-        self, kind: str, path: str, host: str, headers: list[tuple[str, str]], what: str, **kwargs: Any
+        self,
+        kind: str,
+        path: str,
+        host: str,
+        headers: list[tuple[str, str]],
+        what: str,
+        result: Callable[[dict[str, str]], Any] = lambda got: got,
+        **kwargs: Any,
     ) -> Future:
-        """Start one request of ``kind`` (GET_OBJECT, PUT_OBJECT or DEFAULT); its future gives the response headers."""
+        """Start one request of ``kind`` (GET_OBJECT, PUT_OBJECT or DEFAULT); its future gives
+        ``result(response headers)`` (run on the completing CRT thread, so it must be short)."""
         from awscrt.http import HttpHeaders, HttpRequest
         from awscrt.s3 import S3RequestType
 
@@ -140,7 +148,7 @@ class CrtTransfers:
             callbacks["on_body"] = on_body
         done = self.crt.make_request(type=S3RequestType[kind], request=request, **callbacks, **kwargs)
         self._watchdog.add(watch, done)
-        return _then(done.finished_future, lambda _: got, what, watch)
+        return _then(done.finished_future, lambda _: result(got), what, watch)
 
     def list_page(self, bucket: str, prefix: str, token: str | None, start_after: str | None) -> ListPage:
         """One ListObjectsV2 page, parsed natively (no per-key Python objects beyond the results)."""
@@ -218,11 +226,28 @@ class CrtTransfers:
         return [(e.findtext(f"{ns}Key") or "", e.findtext(f"{ns}Code") or "") for e in root.iterfind(f"{ns}Error")]
 
     def start_get(self, bucket: str, key: str, dest: Path) -> Future:
-        """Download ``key`` into ``dest``; the future gives its `ObjectMeta`."""
+        """Download ``key`` into ``dest``, hashing the body as it is written; the future gives
+        its `ObjectMeta` and the hex MD5 of the bytes written (None if they did not arrive in
+        order, so only reading the file back tells).
+
+        The body comes through the CRT's body callback, written with ``pwrite`` at its offset:
+        letting the CRT write the file itself (``recv_filepath``) costs ~0.4 ms of CPU in the
+        call that starts each request, under the GIL; the callback ~20 µs.
+        """
         host, path = self._target(bucket, key)
         what = f"Downloading s3://{bucket}/{key}"
-        started = self._start("GET_OBJECT", path, host, [], what, recv_filepath=str(dest))
-        return _then(started, lambda headers: _meta(key, os.stat(dest).st_size, headers), what)
+        sink = _HashingSink(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+
+        def landed(got: dict[str, str]) -> tuple[ObjectMeta, str | None]:
+            return _meta(key, sink.close(), got), sink.md5
+
+        try:
+            started = self._start("GET_OBJECT", path, host, [], what, landed, on_body=sink.write)
+        except BaseException:
+            sink.close()
+            raise
+        started.add_done_callback(lambda _: sink.close())  # also on failure
+        return started
 
     def start_put(self, bucket: str, key: str, src: Path, size: int) -> Future:
         """Upload ``src`` (of ``size`` bytes) to ``key``; the future gives its `ObjectMeta`."""
@@ -240,6 +265,40 @@ class CrtTransfers:
         what = f"Uploading s3://{bucket}/{key}"
         started = self._start("PUT_OBJECT", path, host, headers, what, send_filepath=str(src), **extra)
         return _then(started, lambda got: _meta(key, size, got), what)
+
+
+class _HashingSink:
+    """A body written at its offsets into an open descriptor, MD5-hashed while its chunks arrive in order."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+        self.size = 0  # bytes hashed: the next offset expected
+        self.on_disk = 0  # the file's size, once closed
+        self._md5: Any = hashlib.md5(usedforsecurity=False)
+
+    def write(self, chunk: bytes, offset: int = 0, **_: Any) -> None:
+        assert self.fd is not None
+        pwrite_all(self.fd, chunk, offset)
+        if offset == self.size and self._md5 is not None:
+            self._md5.update(chunk)
+            self.size += len(chunk)
+        else:  # out of order (the CRT delivers in order; never trusted blindly)
+            self._md5 = None
+
+    @property
+    def md5(self) -> str | None:
+        """The hex MD5 of the body, if every chunk arrived in order."""
+        return None if self._md5 is None else self._md5.hexdigest()
+
+    def close(self) -> int:
+        """Close the descriptor (once); the file's size."""
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                self.on_disk = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        return self.on_disk
 
 
 def _then(fut: Future, fn: Any, what: str, watch: _Watch | None = None) -> Future:
