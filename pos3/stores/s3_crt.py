@@ -143,9 +143,11 @@ class CrtTransfers:
         method = kwargs.pop("method", None) or ("PUT" if kind == "PUT_OBJECT" else "GET")
         body = kwargs.pop("body", None)
         request = HttpRequest(method, path, HttpHeaders([("Host", host), *headers]), body)
-        callbacks: dict[str, Any] = {"on_headers": on_headers, "on_progress": lambda _n: watch.touch()}
+        callbacks: dict[str, Any] = {"on_headers": on_headers}
         if body_cb is not None or kind == "DEFAULT":
             callbacks["on_body"] = on_body
+        if kind == "PUT_OBJECT":  # a body received reports progress through on_body (one callback less)
+            callbacks["on_progress"] = lambda _n: watch.touch()
         done = self.crt.make_request(type=S3RequestType[kind], request=request, **callbacks, **kwargs)
         self._watchdog.add(watch, done)
         return _then(done.finished_future, lambda _: result(got), what, watch)
