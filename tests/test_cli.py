@@ -157,6 +157,20 @@ def test_bandwidth_flags_reach_the_mirror(s3, bucket, tmp_path):
     assert local_tree(tmp_path / "d") == remote_tree(s3, bucket, "d/")
 
 
+def test_warnings_go_to_stderr_prefixed_once(tmp_path):
+    """A skipped symlink is one warning line on stderr, 'pos3: ' once; stdout stays empty."""
+    write(tmp_path / "src", {"a": b"a"})
+    (tmp_path / "outside").write_bytes(b"o")
+    (tmp_path / "src" / "link").symlink_to(tmp_path / "outside")
+    (tmp_path / "remote").mkdir()
+    r = pos3("upload", f"file://{tmp_path}/remote/p", "--local", tmp_path / "src", "--cache-root", tmp_path / "c")
+    assert r.returncode == 0 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"pos3: skipping {tmp_path / 'src' / 'link'}: a symlink leading outside {tmp_path / 'src'}"
+    ]
+    assert local_tree(tmp_path / "remote" / "p") == {"a": b"a"}
+
+
 # -- dry runs ------------------------------------------------------------------------
 
 

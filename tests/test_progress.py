@@ -173,6 +173,25 @@ def test_log_lines_do_not_repeat_the_logger_name(
     assert messages and all(bucket in m and not m.startswith("pos3") for m in messages)
 
 
+def test_retry_warnings_do_not_repeat_the_logger_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pos3 import integrity
+
+    monkeypatch.setattr(integrity, "_backoff", lambda attempt: 0.0)
+    failures = [integrity.IntegrityError("s3://b/k: content MD5 1 does not match the store's 2")]
+
+    def attempt() -> str:
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="pos3"):
+        assert integrity.retried(attempt, "s3://b/k") == "done"
+    messages = [r.getMessage() for r in caplog.records if r.name == "pos3"]
+    assert messages == ["s3://b/k: content MD5 1 does not match the store's 2; trying again"]
+
+
 def test_errors_of_bugs_keep_their_traceback() -> None:
     """Only pos3's own error types are shortened: an unexpected exception shows where it came from."""
     from pos3.errors import user_facing
