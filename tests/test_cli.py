@@ -295,8 +295,14 @@ def test_two_profiles_in_one_command_from_the_profiles_file(
     put(s3, bucket, {"data/a": b"a", "data/b/c": b"c"})
     cache = ["--cache-root", tmp_path / "cache"]
 
-    ok("sync", f"s3://weed@{bucket}/data", f"gs://fakegcs@{gcs_bucket}/copy", *cache, env=env)
+    r = pos3("sync", "-v", f"s3://weed@{bucket}/data", f"gs://fakegcs@{gcs_bucket}/copy", *cache, env=env)
+    assert r.returncode == 0 and r.stdout == "", r.stderr
     assert gcs_tree(gcs, gcs_bucket, "copy/") == {"a": b"a", "b/c": b"c"}
+    # log lines show where the data went, never the profile names (README: Profiles in URLs)
+    assert r.stderr == f"pos3: s3://{bucket}/data → gs://{gcs_bucket}/copy: 2 copied, 0 deleted\n"
+    write(tmp_path / "out", {"x": b"x"})
+    r = pos3("upload", "-v", f"s3://weed@{bucket}/up", "--local", tmp_path / "out", *cache, env=env)
+    assert r.returncode == 0 and r.stderr == f"pos3: {tmp_path / 'out'} → s3://{bucket}/up: 1 copied, 0 deleted\n"
     out = ok("ls", "-r", f"gs://{gcs_bucket}/copy", "--profile", "fakegcs", *cache, env=env)
     assert out.splitlines() == [f"gs://{gcs_bucket}/copy/a", f"gs://{gcs_bucket}/copy/b/c"]
 
