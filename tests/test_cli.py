@@ -331,18 +331,24 @@ def test_every_command_on_every_scheme(remote, tmp_path):
     url, env = remote
     cache = ["--cache-root", tmp_path / "cache"]
     write(tmp_path / "src", {"a.txt": b"a", "sub/b.txt": b"bb"})
+    (tmp_path / "src" / "empty").mkdir()  # a directory marker, both ways
 
     assert ok("upload", url, "--local", tmp_path / "src", *cache, env=env) == ""
-    assert ok("ls", url, *cache, env=env).splitlines() == [f"{url}/a.txt", f"{url}/sub/"]
-    assert ok("ls", "-r", url, *cache, env=env).splitlines() == [f"{url}/a.txt", f"{url}/sub/b.txt"]
+    assert ok("ls", url, *cache, env=env).splitlines() == [f"{url}/a.txt", f"{url}/empty/", f"{url}/sub/"]
+    listed = ok("ls", "-r", url, *cache, env=env).splitlines()
+    assert listed == [f"{url}/a.txt", f"{url}/empty/", f"{url}/sub/b.txt"]
     path = Path(ok("download", url, *cache, env=env).strip())
     assert path.is_relative_to(tmp_path / "cache") and local_tree(path) == {"a.txt": b"a", "sub/b.txt": b"bb"}
+    assert (path / "empty").is_dir() and not any((path / "empty").iterdir())
 
     (tmp_path / "src" / "a.txt").unlink()
+    (tmp_path / "src" / "empty").rmdir()  # a stale marker is deleted like a file
     assert ok("sync", tmp_path / "src", url, "--delete", *cache, env=env) == ""
     assert ok("ls", "-r", "--json", url, *cache, env=env).splitlines() == [json.dumps({"url": f"{url}/sub/b.txt"})]
     assert ok("sync", url, tmp_path / "back", *cache, env=env) == ""
     assert local_tree(tmp_path / "back") == {"sub/b.txt": b"bb"}
+    assert ok("download", url, "--delete", *cache, env=env) == f"{path}\n"
+    assert sorted(p.name for p in path.iterdir()) == ["sub"]  # the empty directory went with its marker
 
 
 def test_local_to_local_sync_and_local_ls(tmp_path):
