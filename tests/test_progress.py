@@ -154,6 +154,31 @@ def test_failed_transfers_raise_one_short_sync_error_keeping_each_cause(
     assert all(exc.__traceback__ is not None for _, exc in err.failures)  # kept for debugging
 
 
+@pytest.mark.parametrize("client", ["crt", "boto3"])
+def test_a_local_file_that_cannot_be_written_fails_as_an_os_error(
+    s3_server, s3, bucket: str, cache: Path, client
+) -> None:
+    """Both S3 transfer paths report it as Python's open() would (the CRT raised a bare RuntimeError)."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"k")
+    profile = pos3.Profile(
+        local_name="p",
+        endpoint=s3_server.endpoint,
+        region="us-east-1",
+        options={
+            "access_key_id": s3_server.access_key,
+            "secret_access_key": s3_server.secret_key,
+            "transfer_client": client,
+        },
+    )
+    with pytest.raises(pos3.SyncError) as info:
+        with pos3.mirror(cache_root=cache, show_progress=False):
+            pos3.download(f"s3://{bucket}/k", "/proc/pos3-cannot-write-here", profile=profile)
+    [(path, exc)] = info.value.failures
+    assert str(path) == "/proc/pos3-cannot-write-here"
+    assert type(exc) is FileNotFoundError and str(exc.filename).startswith("/proc/")
+    assert "FileNotFoundError" in str(info.value).splitlines()[1]
+
+
 def test_log_lines_do_not_repeat_the_logger_name(
     s3, bucket: str, cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

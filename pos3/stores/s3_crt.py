@@ -12,6 +12,7 @@ sends unsigned requests.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import os
@@ -138,7 +139,13 @@ class CrtTransfers:
         callbacks: dict[str, Any] = {"on_headers": on_headers, "on_progress": lambda _n: watch.touch()}
         if body_cb is not None or kind == "DEFAULT":
             callbacks["on_body"] = on_body
-        done = self.crt.make_request(type=S3RequestType[kind], request=request, **callbacks, **kwargs)
+        try:
+            done = self.crt.make_request(type=S3RequestType[kind], request=request, **callbacks, **kwargs)
+        except RuntimeError as exc:  # refused before sending: a local file it cannot open
+            file = kwargs.get("recv_filepath") or kwargs.get("send_filepath")
+            if file is None:
+                raise
+            raise _file_error(exc, what, file) from None
         self._watchdog.add(watch, done)
         return _then(done.finished_future, lambda _: got, what, watch)
 
@@ -308,6 +315,24 @@ def _map_crt(exc: BaseException, what: str, watch: _Watch | None = None) -> Base
             return Throttled(f"{what}: {exc.message} ({exc.name})")
         return StoreError(f"{what}: {exc.message} ({exc.name})")
     return exc
+
+
+#: The CRT's names of the errors of opening a local file, and the errno Python reports for each.
+_FILE_ERRNOS = {
+    "AWS_ERROR_FILE_INVALID_PATH": errno.ENOENT,
+    "AWS_ERROR_NO_PERMISSION": errno.EACCES,
+    "AWS_ERROR_MAX_FDS_EXCEEDED": errno.EMFILE,
+}
+
+
+def _file_error(exc: RuntimeError, what: str, path: str) -> OSError:
+    """A local file the CRT would not open (``'44 (AWS_ERROR_FILE_INVALID_PATH): ...'``) as the
+    `OSError` Python's ``open`` raises (`FileNotFoundError`, `PermissionError`...), naming the file."""
+    text = str(exc)
+    for name, code in _FILE_ERRNOS.items():
+        if name in text:
+            return OSError(code, f"{what}: {os.strerror(code)}", path)  # OSError picks the subclass
+    return OSError(f"{what}: {path}: {text}")
 
 
 @dataclass
