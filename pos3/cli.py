@@ -364,7 +364,7 @@ def _upload(args: argparse.Namespace, url: str, local: str | None) -> int:
             )
         finally:
             root.state.close()
-    log.info("%s → %s: %d copied, %d deleted", source, url, summary.copied, summary.deleted)
+    log.info("%s → %s: %d copied, %d deleted", source, loc.url, summary.copied, summary.deleted)
     return EXIT_OK
 
 
@@ -420,7 +420,7 @@ def _relay(args: argparse.Namespace, src: str, dst: str) -> int:
             relay.state.close()
             if relay.lease is not None:
                 relay.lease.release()
-    log.info("%s → %s: %d copied, %d deleted", src, dst, summary.copied, summary.deleted)
+    log.info("%s → %s: %d copied, %d deleted", a.url, b.url, summary.copied, summary.deleted)
     return EXIT_OK
 
 

@@ -91,7 +91,7 @@ def retried(attempt: Callable[[], T], what: str, attempts: int = ATTEMPTS) -> T:
         except RETRYABLE as exc:
             if n + 1 == attempts:
                 raise type(exc)(f"{exc} (tried {attempts} times)") from exc
-            log.warning("pos3: %s; trying again", exc)
+            log.warning("%s; trying again", exc)
             time.sleep(_backoff(n))
     raise AssertionError("unreachable")
 
@@ -113,7 +113,7 @@ def retried_async(start: Callable[[], Future[T]], attempts: int = ATTEMPTS) -> F
             if exc is None:
                 out.set_result(f.result())
             elif isinstance(exc, RETRYABLE) and n + 1 < attempts:
-                log.warning("pos3: %s; trying again", exc)
+                log.warning("%s; trying again", exc)
                 timer = threading.Timer(_backoff(n), go, (n + 1,))
                 timer.daemon = True
                 timer.start()

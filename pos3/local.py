@@ -111,7 +111,7 @@ def _walk_dir(path: str, rel: str, exclude: Excluder | None, clean_temp: bool, r
         if exclude and exclude.file(child):
             continue
         if entry.is_symlink() and not _inside(os.path.realpath(entry.path), real_root):
-            log.warning("pos3: skipping %s: a symlink leading outside %s", entry.path, real_root)
+            log.warning("skipping %s: a symlink leading outside %s", entry.path, real_root)
             continue
         try:
             st = entry.stat()  # follows a symlink to its file

@@ -268,6 +268,8 @@ def load_from_file(name: str, path: Path) -> Profile | None:
             fields[key] = value
         else:
             options[key] = value
+    if "local_name" not in fields and not LOCAL_NAME.match(name):
+        raise ValueError(f'{what}: the name is not a directory name ([A-Za-z0-9_-]+); add local_name = "..."')
     creds = fields.pop("credentials_file", None)
     if creds is not None:
         given = [k for k in (*CREDENTIAL_ALIASES, *CREDENTIAL_KEYS.values()) if k in options]

@@ -118,7 +118,7 @@ class Root:
         if meta.key not in self.warned_markers:
             self.warned_markers.add(meta.key)
             log.warning(
-                "pos3: %s is a directory marker (its key ends in '/') but holds %d bytes; "
+                "%s is a directory marker (its key ends in '/') but holds %d bytes; "
                 "treating it as a directory and ignoring its content",
                 self.url.with_key(meta.key),
                 meta.size,

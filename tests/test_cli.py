@@ -102,6 +102,10 @@ def test_usage_errors_exit_2_with_one_line(s3, bucket, tmp_path):
         ("download", "s3://"): "no bucket",
         ("ls", f"s3://nobody@{bucket}/x"): "Unknown profile 'nobody'",
         ("ls", "nosuch://bucket/key"): "No store is registered for nosuch://",
+        ("ls", f"s3://@{bucket}/x"): "empty profile name",
+        ("upload", f"s3://:x@{bucket}/x", "--local", tmp_path): "a password in a URL is not supported",
+        ("sync", tmp_path, "gs://@b/x"): "empty profile name",
+        ("sync", "az://u:p@c/x", tmp_path / "d"): "a password in a URL is not supported",
         ("download", f"s3://{bucket}/x", "--profile", "nobody"): "Unknown profile 'nobody'",
         ("upload", f"s3://{bucket}/x", "--workers", "0"): "must be at least 1",
         ("sync", f"s3://{bucket}/a", f"s3://{bucket}/a/b"): "overlap",
@@ -155,6 +159,20 @@ def test_bandwidth_flags_reach_the_mirror(s3, bucket, tmp_path):
     ok("download", f"s3://{bucket}/d", "--local", tmp_path / "d", "--max-download-bytes-per-second", "25000", *cache)
     assert time.monotonic() - start >= 3.9
     assert local_tree(tmp_path / "d") == remote_tree(s3, bucket, "d/")
+
+
+def test_warnings_go_to_stderr_prefixed_once(tmp_path):
+    """A skipped symlink is one warning line on stderr, 'pos3: ' once; stdout stays empty."""
+    write(tmp_path / "src", {"a": b"a"})
+    (tmp_path / "outside").write_bytes(b"o")
+    (tmp_path / "src" / "link").symlink_to(tmp_path / "outside")
+    (tmp_path / "remote").mkdir()
+    r = pos3("upload", f"file://{tmp_path}/remote/p", "--local", tmp_path / "src", "--cache-root", tmp_path / "c")
+    assert r.returncode == 0 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"pos3: skipping {tmp_path / 'src' / 'link'}: a symlink leading outside {tmp_path / 'src'}"
+    ]
+    assert local_tree(tmp_path / "remote" / "p") == {"a": b"a"}
 
 
 # -- dry runs ------------------------------------------------------------------------
@@ -281,8 +299,14 @@ def test_two_profiles_in_one_command_from_the_profiles_file(
     put(s3, bucket, {"data/a": b"a", "data/b/c": b"c"})
     cache = ["--cache-root", tmp_path / "cache"]
 
-    ok("sync", f"s3://weed@{bucket}/data", f"gs://fakegcs@{gcs_bucket}/copy", *cache, env=env)
+    r = pos3("sync", "-v", f"s3://weed@{bucket}/data", f"gs://fakegcs@{gcs_bucket}/copy", *cache, env=env)
+    assert r.returncode == 0 and r.stdout == "", r.stderr
     assert gcs_tree(gcs, gcs_bucket, "copy/") == {"a": b"a", "b/c": b"c"}
+    # log lines show where the data went, never the profile names (README: Profiles in URLs)
+    assert r.stderr == f"pos3: s3://{bucket}/data → gs://{gcs_bucket}/copy: 2 copied, 0 deleted\n"
+    write(tmp_path / "out", {"x": b"x"})
+    r = pos3("upload", "-v", f"s3://weed@{bucket}/up", "--local", tmp_path / "out", *cache, env=env)
+    assert r.returncode == 0 and r.stderr == f"pos3: {tmp_path / 'out'} → s3://{bucket}/up: 1 copied, 0 deleted\n"
     out = ok("ls", "-r", f"gs://{gcs_bucket}/copy", "--profile", "fakegcs", *cache, env=env)
     assert out.splitlines() == [f"gs://{gcs_bucket}/copy/a", f"gs://{gcs_bucket}/copy/b/c"]
 
@@ -311,18 +335,24 @@ def test_every_command_on_every_scheme(remote, tmp_path):
     url, env = remote
     cache = ["--cache-root", tmp_path / "cache"]
     write(tmp_path / "src", {"a.txt": b"a", "sub/b.txt": b"bb"})
+    (tmp_path / "src" / "empty").mkdir()  # a directory marker, both ways
 
     assert ok("upload", url, "--local", tmp_path / "src", *cache, env=env) == ""
-    assert ok("ls", url, *cache, env=env).splitlines() == [f"{url}/a.txt", f"{url}/sub/"]
-    assert ok("ls", "-r", url, *cache, env=env).splitlines() == [f"{url}/a.txt", f"{url}/sub/b.txt"]
+    assert ok("ls", url, *cache, env=env).splitlines() == [f"{url}/a.txt", f"{url}/empty/", f"{url}/sub/"]
+    listed = ok("ls", "-r", url, *cache, env=env).splitlines()
+    assert listed == [f"{url}/a.txt", f"{url}/empty/", f"{url}/sub/b.txt"]
     path = Path(ok("download", url, *cache, env=env).strip())
     assert path.is_relative_to(tmp_path / "cache") and local_tree(path) == {"a.txt": b"a", "sub/b.txt": b"bb"}
+    assert (path / "empty").is_dir() and not any((path / "empty").iterdir())
 
     (tmp_path / "src" / "a.txt").unlink()
+    (tmp_path / "src" / "empty").rmdir()  # a stale marker is deleted like a file
     assert ok("sync", tmp_path / "src", url, "--delete", *cache, env=env) == ""
     assert ok("ls", "-r", "--json", url, *cache, env=env).splitlines() == [json.dumps({"url": f"{url}/sub/b.txt"})]
     assert ok("sync", url, tmp_path / "back", *cache, env=env) == ""
     assert local_tree(tmp_path / "back") == {"sub/b.txt": b"bb"}
+    assert ok("download", url, "--delete", *cache, env=env) == f"{path}\n"
+    assert sorted(p.name for p in path.iterdir()) == ["sub"]  # the empty directory went with its marker
 
 
 def test_local_to_local_sync_and_local_ls(tmp_path):

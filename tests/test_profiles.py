@@ -257,6 +257,14 @@ def test_a_broken_entry_is_an_error_naming_the_file(registry, toml, message):
     assert str(registry) in str(info.value)
 
 
+def test_a_file_entry_named_unlike_a_directory_needs_a_local_name(registry):
+    write(registry, '[profiles."team.data"]\npublic = true\n[profiles."team.ok"]\npublic = true\nlocal_name = "ok"\n')
+    with pytest.raises(ValueError, match=r"profile 'team.data': the name .* add local_name = \"\.\.\.\"") as info:
+        resolve("team.data")
+    assert str(registry) in str(info.value)
+    assert resolve("team.ok").local_name == "ok"
+
+
 def test_code_registrations_win_over_the_file(registry):
     write(registry, '[profiles.both]\nendpoint = "http://from-file:1"\npublic = true\n')
     assert resolve("both").endpoint == "http://from-file:1"

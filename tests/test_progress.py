@@ -154,6 +154,31 @@ def test_failed_transfers_raise_one_short_sync_error_keeping_each_cause(
     assert all(exc.__traceback__ is not None for _, exc in err.failures)  # kept for debugging
 
 
+@pytest.mark.parametrize("client", ["crt", "boto3"])
+def test_a_local_file_that_cannot_be_written_fails_as_an_os_error(
+    s3_server, s3, bucket: str, cache: Path, client
+) -> None:
+    """Both S3 transfer paths report it as Python's open() would (the CRT raised a bare RuntimeError)."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"k")
+    profile = pos3.Profile(
+        local_name="p",
+        endpoint=s3_server.endpoint,
+        region="us-east-1",
+        options={
+            "access_key_id": s3_server.access_key,
+            "secret_access_key": s3_server.secret_key,
+            "transfer_client": client,
+        },
+    )
+    with pytest.raises(pos3.SyncError) as info:
+        with pos3.mirror(cache_root=cache, show_progress=False):
+            pos3.download(f"s3://{bucket}/k", "/proc/pos3-cannot-write-here", profile=profile)
+    [(path, exc)] = info.value.failures
+    assert str(path) == "/proc/pos3-cannot-write-here"
+    assert type(exc) is FileNotFoundError and str(exc.filename).startswith("/proc/")
+    assert "FileNotFoundError" in str(info.value).splitlines()[1]
+
+
 def test_log_lines_do_not_repeat_the_logger_name(
     s3, bucket: str, cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -171,6 +196,25 @@ def test_log_lines_do_not_repeat_the_logger_name(
             raise Boom
     messages = [r.getMessage() for r in caplog.records if r.name == "pos3"]
     assert messages and all(bucket in m and not m.startswith("pos3") for m in messages)
+
+
+def test_retry_warnings_do_not_repeat_the_logger_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pos3 import integrity
+
+    monkeypatch.setattr(integrity, "_backoff", lambda attempt: 0.0)
+    failures = [integrity.IntegrityError("s3://b/k: content MD5 1 does not match the store's 2")]
+
+    def attempt() -> str:
+        if failures:
+            raise failures.pop()
+        return "done"
+
+    with caplog.at_level(logging.WARNING, logger="pos3"):
+        assert integrity.retried(attempt, "s3://b/k") == "done"
+    messages = [r.getMessage() for r in caplog.records if r.name == "pos3"]
+    assert messages == ["s3://b/k: content MD5 1 does not match the store's 2; trying again"]
 
 
 def test_errors_of_bugs_keep_their_traceback() -> None:

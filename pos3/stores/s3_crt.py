@@ -12,6 +12,7 @@ sends unsigned requests.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import os
@@ -148,7 +149,13 @@ class CrtTransfers:
             callbacks["on_body"] = on_body
         if kind == "PUT_OBJECT":  # a body received reports progress through on_body (one callback less)
             callbacks["on_progress"] = lambda _n: watch.touch()
-        done = self.crt.make_request(type=S3RequestType[kind], request=request, **callbacks, **kwargs)
+        try:
+            done = self.crt.make_request(type=S3RequestType[kind], request=request, **callbacks, **kwargs)
+        except RuntimeError as exc:  # refused before sending: a local file it cannot open
+            file = kwargs.get("send_filepath")
+            if file is None:
+                raise
+            raise _file_error(exc, what, file) from None
         self._watchdog.add(watch, done)
         return _then(done.finished_future, lambda _: result(got), what, watch)
 
@@ -369,6 +376,24 @@ def _map_crt(exc: BaseException, what: str, watch: _Watch | None = None) -> Base
             return Throttled(f"{what}: {exc.message} ({exc.name})")
         return StoreError(f"{what}: {exc.message} ({exc.name})")
     return exc
+
+
+#: The CRT's names of the errors of opening a local file, and the errno Python reports for each.
+_FILE_ERRNOS = {
+    "AWS_ERROR_FILE_INVALID_PATH": errno.ENOENT,
+    "AWS_ERROR_NO_PERMISSION": errno.EACCES,
+    "AWS_ERROR_MAX_FDS_EXCEEDED": errno.EMFILE,
+}
+
+
+def _file_error(exc: RuntimeError, what: str, path: str) -> OSError:
+    """A local file the CRT would not open (``'44 (AWS_ERROR_FILE_INVALID_PATH): ...'``) as the
+    `OSError` Python's ``open`` raises (`FileNotFoundError`, `PermissionError`...), naming the file."""
+    text = str(exc)
+    for name, code in _FILE_ERRNOS.items():
+        if name in text:
+            return OSError(code, f"{what}: {os.strerror(code)}", path)  # OSError picks the subclass
+    return OSError(f"{what}: {path}: {text}")
 
 
 @dataclass
