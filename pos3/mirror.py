@@ -138,11 +138,12 @@ class Mirror:
         """Apply the exit rules (module docstring); SIGTERM meanwhile never interrupts them."""
         global _active
         failed = exc_type is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None))
-        with self._signals.exiting(exc):
+        final = [reg for reg in self._registrations if reg.uploads and (reg.sync_on_error or not failed)]
+        with self._signals.exiting(exc, len(final)):
             try:
                 for reg in self._registrations:
                     reg.stop.set()
-                self._final_uploads(failed)
+                self._final_uploads(final, failed)
             finally:
                 try:
                     self._join_background(self._registrations)
@@ -157,13 +158,11 @@ class Mirror:
             if reg.thread is not None:
                 reg.thread.join()
 
-    def _final_uploads(self, failed: bool) -> None:
-        """Upload each registration that the exit rules select, after its own background sync in
-        flight (other roots' background syncs meanwhile finish on their threads)."""
+    def _final_uploads(self, final: list[Registration], failed: bool) -> None:
+        """Upload each registration of ``final`` (those the exit rules select), after its own background
+        sync in flight (other roots' background syncs meanwhile finish on their threads)."""
         errors: list[tuple[str, BaseException]] = []
-        for reg in self._registrations:
-            if not reg.uploads or (failed and not reg.sync_on_error):
-                continue
+        for reg in final:
             try:
                 self._join_background([reg])
                 self._upload_now(reg)

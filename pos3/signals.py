@@ -58,6 +58,7 @@ class SignalGuard:
         self._previous: _Handler = None  # the SIGTERM handler replaced by `enter`, if any
         self._installed = False
         self._exiting = False
+        self._uploads = 0  # final uploads to finish, once exiting
         self._saved: dict[int, _Handler] = {}  # handlers replaced by SIG_DFL after a SIGTERM
         #: A SIGTERM arrived (or a `Terminated` left the block).
         self.received = False
@@ -96,17 +97,21 @@ class SignalGuard:
             if previous not in (None, signal.SIG_IGN):  # an ignored signal stays ignored; None cannot be restored
                 self._saved[sig] = previous
                 signal.signal(sig, signal.SIG_DFL)
-        log.warning("SIGTERM: finishing the final uploads; another SIGTERM or Ctrl-C stops at once")
+        if self._uploads:
+            log.warning("SIGTERM: finishing the final uploads; another SIGTERM or Ctrl-C stops at once")
+        else:
+            log.warning("SIGTERM: stopping (no uploads to finish)")
 
     @contextlib.contextmanager
-    def exiting(self, exc: BaseException | None) -> Iterator[None]:
-        """Run the final uploads of a block leaving with ``exc``.
+    def exiting(self, exc: BaseException | None, uploads: int) -> Iterator[None]:
+        """Run the ``uploads`` final uploads of a block leaving with ``exc``.
 
         After a SIGTERM, a second one or a SIGINT ends the process at once. A
         SIGTERM that arrived during the uploads raises `Terminated` after them
         (chained to what they raised, or to ``exc``). Restores every handler.
         """
         self._exiting = True
+        self._uploads = uploads
         if isinstance(exc, Terminated):
             self.received = True
         if self.received:

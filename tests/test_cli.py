@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -149,6 +150,30 @@ def test_failures_exit_1_and_list_every_failed_file(s3, bucket, tmp_path):
     r = pos3("ls", tmp_path / "nothing", "--debug")
     assert r.returncode == 1 and "Traceback" in r.stderr  # --debug shows where
     assert r.stderr.rstrip().splitlines()[-1] == f"pos3 ls: No such local path: {tmp_path / 'nothing'}"
+
+
+def test_sigterm_stops_a_download_with_status_143_and_says_so(s3, bucket, tmp_path):
+    """A download has no uploads to finish: SIGTERM stops it (no 'final uploads' message), nothing partial."""
+    put(s3, bucket, {"big/file.bin": b"\1" * (8 << 20)})
+    dest = tmp_path / "dest"
+    cmd = [sys.executable, "-m", "pos3", "download", f"s3://{bucket}/big", "--local", str(dest)]
+    cmd += ["--cache-root", str(tmp_path / "c"), "--max-download-bytes-per-second", "1000000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.name.startswith(".pos3") for p in dest.glob("*")):  # the transfer is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM: stopping (no uploads to finish)" in err and "final uploads" not in err, err
+    assert "Traceback" not in err and out == ""
+    # The copy in flight either finished (whole, under its name) or left nothing behind.
+    assert [p.name for p in dest.glob("*")] in ([], ["file.bin"])
+    assert not (dest / "file.bin").exists() or (dest / "file.bin").stat().st_size == 8 << 20
 
 
 def test_bandwidth_flags_reach_the_mirror(s3, bucket, tmp_path):

@@ -437,7 +437,7 @@ def test_a_sigterm_landing_in_the_exit_code_is_deferred_until_the_uploads_ran():
         assert guard.received
         uploads_ran = []
         with pytest.raises(pos3.Terminated):
-            with guard.exiting(None):
+            with guard.exiting(None, 1):
                 uploads_ran.append(True)
         assert uploads_ran == [True]
     finally:
