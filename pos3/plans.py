@@ -74,14 +74,15 @@ class TransferPlan:
 
 def preview(root: Root, direction: Direction, *, delete: bool, guard: DeleteGuard) -> TransferPlan:
     """The plan of ``root`` in ``direction`` (see `Root.preview`) as a `TransferPlan`."""
-    ops = root.operations(direction)
+    side = root.operations(direction)
     out: list[PlannedAction] = []
     for action in root.preview(direction, delete=delete, guard=guard):
         if action.kind == "delete":
-            out.append(PlannedAction("delete", None, ops.name(action), 0, action.reason))
+            out.append(PlannedAction("delete", None, side.name(action, qualified=True), 0, action.reason))
         else:
-            verb: Any = ops.verb
-            out.append(PlannedAction(verb, ops.source(action), ops.name(action), action.size, action.reason))
+            verb: Any = side.verb
+            src, dst = side.source(action, qualified=True), side.name(action, qualified=True)
+            out.append(PlannedAction(verb, src, dst, action.size, action.reason))
     return TransferPlan.of(out)
 
 

@@ -116,11 +116,11 @@ class _Relayed(_Side):
 
     root: Relay
 
-    def name(self, action: Action) -> str:
-        return str(self.root.dest_url.with_key(self.root.dest_key(action.rel)))
+    def name(self, action: Action, qualified: bool = False) -> str:
+        return self.root.dest_url.with_key(self.root.dest_key(action.rel)).shown(qualified)
 
-    def source(self, action: Action) -> str:
-        return str(self.root.url.with_key(self.root.key(action.rel)))
+    def source(self, action: Action, qualified: bool = False) -> str:
+        return self.root.url.with_key(self.root.key(action.rel)).shown(qualified)
 
     def _record(self, rel: str, src: ObjectMeta, dst: ObjectMeta) -> Record:
         return Record(rel, dst.size, token(dst), src.size, RemoteEntry(rel, src).version)

@@ -409,12 +409,13 @@ class _Side:
     def delete(self, actions: list[Action]) -> None:
         raise NotImplementedError
 
-    def name(self, action: Action) -> str:
-        """The destination of ``action`` (a local path or a URL), as errors and plans name it."""
+    def name(self, action: Action, qualified: bool = False) -> str:
+        """The destination of ``action`` (a local path or a URL), as errors name it; ``qualified``:
+        a URL keeps its ``NAME@`` profile (plans, which pos3 returns, round-trip as `ls` output does)."""
         raise NotImplementedError
 
-    def source(self, action: Action) -> str:
-        """The source of a copy (a URL or a local path)."""
+    def source(self, action: Action, qualified: bool = False) -> str:
+        """The source of a copy (a URL or a local path); ``qualified`` as for `name`."""
         raise NotImplementedError
 
 
@@ -430,11 +431,11 @@ class _Down(_Side):
 
     verb = "download"
 
-    def name(self, action: Action) -> str:
+    def name(self, action: Action, qualified: bool = False) -> str:
         return str(fs.target(self.root.local, action.rel))
 
-    def source(self, action: Action) -> str:
-        return str(self.root.url.with_key(self.root.key(action.rel)))
+    def source(self, action: Action, qualified: bool = False) -> str:
+        return self.root.url.with_key(self.root.key(action.rel)).shown(qualified)
 
     def _prepare(self, action: Action) -> tuple[Path, Path]:
         """The final path and a fresh temporary path beside it, parents created and checked."""
@@ -512,10 +513,10 @@ class _Up(_Side):
         super().__init__(root)
         self._markers: set[str] = set()  # markers put in this run
 
-    def name(self, action: Action) -> str:
-        return str(self.root.url.with_key(self.root.key(action.rel)))
+    def name(self, action: Action, qualified: bool = False) -> str:
+        return self.root.url.with_key(self.root.key(action.rel)).shown(qualified)
 
-    def source(self, action: Action) -> str:
+    def source(self, action: Action, qualified: bool = False) -> str:
         return str(fs.target(self.root.local, action.rel))
 
     def _put_marker(self, rel: str) -> Record:

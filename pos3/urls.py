@@ -55,6 +55,10 @@ class RemoteURL:
             return str(self)
         return f"{self.scheme}://{self.profile}@{'/' if self.rooted else ''}{self.bucket}/{self.key}"
 
+    def shown(self, qualified: bool) -> str:
+        """`qualified` if asked (URLs pos3 returns), else ``str(self)`` (what messages show)."""
+        return self.qualified if qualified else str(self)
+
     def with_key(self, key: str) -> RemoteURL:
         """The URL of another key in the same bucket (and profile)."""
         return dataclasses.replace(self, key=key)

@@ -60,6 +60,9 @@ def test_a_url_profile_selects_the_profile_and_wins_over_the_argument(s3, s3_ser
         listed = pos3.ls(f"s3://weed@{bucket}/d")
         assert listed == [f"s3://weed@{bucket}/d/a", f"s3://weed@{bucket}/d/sub/"]  # the user's form: it round-trips
         assert pos3.download(listed[0]) == cache / "weed" / bucket / "d" / "a"
+        put(s3, bucket, {"d/new": b"3"})
+        plan = pos3.plan_download(f"s3://weed@{bucket}/d")  # a plan is returned too: its URLs round-trip
+        assert plan.to_copy == [(f"s3://weed@{bucket}/d/new", str(cache / "weed" / bucket / "d" / "new"))]
         out = pos3.upload(f"s3://weed@{bucket}/out", interval=None)
         write(out, {"r": b"result"})
         with pytest.raises(FileNotFoundError) as info:
