@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import pytest
@@ -114,14 +115,28 @@ def test_profile_in_userinfo():
 def test_api_refuses_malformed_locations(tmp_path, bad):
     with pos3.mirror(cache_root=tmp_path / "cache", show_progress=False):
         for call in (pos3.download, pos3.upload, pos3.sync, pos3.ls):
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError) as info:
                 call(bad)
+            assert _own_frames(info.value) == []  # the message, not a walk through pos3's internals
     assert [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")] == []  # no cache directory
 
 
 def test_api_unknown_scheme_lists_the_known_ones(tmp_path):
-    with pos3.mirror(cache_root=tmp_path, show_progress=False), pytest.raises(PluginError, match=r"nope://.*s3://"):
+    with pos3.mirror(cache_root=tmp_path, show_progress=False), pytest.raises(PluginError, match=r"nope://.*s3://") as info:
         pos3.download("nope://bucket/key")
+    assert _own_frames(info.value) == []
+
+
+def test_api_unknown_profile_is_one_short_error(tmp_path):
+    with pos3.mirror(cache_root=tmp_path, show_progress=False), pytest.raises(ValueError, match="nosuch") as info:
+        pos3.download("s3://nosuch@bucket/key")
+    assert _own_frames(info.value) == []
+
+
+def _own_frames(exc: BaseException) -> list[str]:
+    """The frames of pos3's modules in ``exc``'s printed traceback (the API boundary excepted)."""
+    lines = traceback.format_exception(exc)
+    return [line for line in lines if "/pos3/" in line and "File" in line and "errors.py" not in line]
 
 
 def test_api_local_paths_pass_through_unchanged(tmp_path):
