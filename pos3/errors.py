@@ -3,11 +3,12 @@
 pos3's own errors (`FileNotFoundError`, `PermissionError` and every other `OSError`,
 `StoreError`, `SyncError`, `UnsafeKeyError`) carry the URL, the operation and the
 service's answer in their message; a `ValueError` (a malformed URL, an unknown profile,
-an invalid argument) or a `PluginError` (a scheme no store serves) names what was wrong. At the public API they are re-raised without the
-frames inside pos3 and without the chained SDK exception, so a traceback is a few
-lines ending in that message. A `SyncError` keeps each file's own exception (with its
-traceback and cause) in ``failures``, and the full traceback is logged at DEBUG level
-on the ``pos3`` logger. Any other exception (a bug) keeps its whole traceback.
+an invalid argument) or a `PluginError` (a scheme no store serves) names what was
+wrong. At the public API they are re-raised without the frames inside pos3 and
+without the chained SDK exception, so a traceback is a few lines ending in that
+message. A `SyncError` keeps each file's own exception (with its traceback and cause)
+in ``failures``, and the full traceback is logged at DEBUG level on the ``pos3``
+logger. Any other exception (a bug) keeps its whole traceback.
 """
 
 from __future__ import annotations

@@ -122,8 +122,9 @@ def test_api_refuses_malformed_locations(tmp_path, bad):
 
 
 def test_api_unknown_scheme_lists_the_known_ones(tmp_path):
-    with pos3.mirror(cache_root=tmp_path, show_progress=False), pytest.raises(PluginError, match=r"nope://.*s3://") as info:
-        pos3.download("nope://bucket/key")
+    with pos3.mirror(cache_root=tmp_path, show_progress=False):
+        with pytest.raises(PluginError, match=r"nope://.*s3://") as info:
+            pos3.download("nope://bucket/key")
     assert _own_frames(info.value) == []
 
 
