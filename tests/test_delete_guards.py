@@ -117,6 +117,10 @@ def test_download_of_a_marker_only_prefix_does_not_wipe_local(s3, bucket, cache,
     assert (tmp_path / "fresh").is_dir()
 
 
+@pytest.mark.reliability(
+    "A download a guard refused is retried with allow_wipe or a higher max_delete in the same block (S3)",
+    group="Delete guards",
+)
 def test_a_refused_download_can_be_retried_with_the_switch_in_the_same_block(s3, bucket, cache, tmp_path):
     """The refusal says "pass allow_wipe=True" (or a higher max_delete): doing so in the same
     mirror block is a new sync of the same root, not a conflicting registration."""

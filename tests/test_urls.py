@@ -109,6 +109,10 @@ def test_profile_in_userinfo():
 # -- through the API: every bad location fails before any request, nothing passes through as a local path
 
 
+@pytest.mark.reliability(
+    "An empty string, a malformed URL, an unknown scheme or profile: one short error, never a local path",
+    group="Hostile input",
+)
 @pytest.mark.parametrize(
     "bad", ["", "s3:/bucket/data", "s3:bucket/data", "s3:///k", "s3://", "s3://@bucket/k", "s3://Bad Bucket/k"]
 )
@@ -121,6 +125,10 @@ def test_api_refuses_malformed_locations(tmp_path, bad):
     assert [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")] == []  # no cache directory
 
 
+@pytest.mark.reliability(
+    "An empty string, a malformed URL, an unknown scheme or profile: one short error, never a local path",
+    group="Hostile input",
+)
 def test_api_unknown_scheme_lists_the_known_ones(tmp_path):
     with pos3.mirror(cache_root=tmp_path, show_progress=False):
         with pytest.raises(PluginError, match=r"nope://.*s3://") as info:
@@ -128,6 +136,10 @@ def test_api_unknown_scheme_lists_the_known_ones(tmp_path):
     assert _own_frames(info.value) == []
 
 
+@pytest.mark.reliability(
+    "An empty string, a malformed URL, an unknown scheme or profile: one short error, never a local path",
+    group="Hostile input",
+)
 def test_api_unknown_profile_is_one_short_error(tmp_path):
     with pos3.mirror(cache_root=tmp_path, show_progress=False), pytest.raises(ValueError, match="nosuch") as info:
         pos3.download("s3://nosuch@bucket/key")
