@@ -2,11 +2,13 @@
 
 pos3's own errors (`FileNotFoundError`, `PermissionError` and every other `OSError`,
 `StoreError`, `SyncError`, `UnsafeKeyError`) carry the URL, the operation and the
-service's answer in their message. At the public API they are re-raised without the
-frames inside pos3 and without the chained SDK exception, so a traceback is a few
-lines ending in that message. A `SyncError` keeps each file's own exception (with its
-traceback and cause) in ``failures``, and the full traceback is logged at DEBUG level
-on the ``pos3`` logger. Any other exception (a bug) keeps its whole traceback.
+service's answer in their message; a `ValueError` (a malformed URL, an unknown profile,
+an invalid argument) or a `PluginError` (a scheme no store serves) names what was
+wrong. At the public API they are re-raised without the frames inside pos3 and
+without the chained SDK exception, so a traceback is a few lines ending in that
+message. A `SyncError` keeps each file's own exception (with its traceback and cause)
+in ``failures``, and the full traceback is logged at DEBUG level on the ``pos3``
+logger. Any other exception (a bug) keeps its whole traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, TypeVar
 
 from .executor import SyncError
 from .local import UnsafeKeyError
+from .plugins import PluginError
 from .store import StoreError
 
 log = logging.getLogger("pos3")
@@ -25,7 +28,7 @@ log = logging.getLogger("pos3")
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The errors pos3 raises on purpose, each with a complete message.
-EXPECTED = (OSError, StoreError, SyncError, UnsafeKeyError)
+EXPECTED = (OSError, StoreError, SyncError, UnsafeKeyError, ValueError, PluginError)
 
 
 def user_facing(fn: F) -> F:

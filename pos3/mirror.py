@@ -269,8 +269,8 @@ class Mirror:
         if isinstance(loc, Path):
             return loc
         path = loc.local_path
-        guard = self._guard(max_delete, allow_wipe)
-        args = (str(loc.url), loc.profile, delete, tuple(exclude or ()), guard)
+        guard = self._guard(max_delete, allow_wipe)  # per call: a refused download may be retried with a wider one
+        args = (str(loc.url), loc.profile, delete, tuple(exclude or ()))
         with self._lock:
             single = self.resolver.is_single(loc)
             reg, _ = self._register("download", loc, path, args, single, exclude)

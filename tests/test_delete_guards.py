@@ -117,6 +117,29 @@ def test_download_of_a_marker_only_prefix_does_not_wipe_local(s3, bucket, cache,
     assert (tmp_path / "fresh").is_dir()
 
 
+@pytest.mark.reliability(
+    "A download a guard refused is retried with allow_wipe or a higher max_delete in the same block (S3)",
+    group="Delete guards",
+)
+def test_a_refused_download_can_be_retried_with_the_switch_in_the_same_block(s3, bucket, cache, tmp_path):
+    """The refusal says "pass allow_wipe=True" (or a higher max_delete): doing so in the same
+    mirror block is a new sync of the same root, not a conflicting registration."""
+    s3.put_object(Bucket=bucket, Key="data/", Body=b"")
+    put(s3, bucket, {"few/f0": DATA["f0"]})
+    local, other = tmp_path / "data", tmp_path / "few"
+    write(local, DATA)
+    write(other, DATA)
+    with pos3.mirror(cache_root=cache, show_progress=False):
+        with pytest.raises(DeleteRefused, match="allow_wipe=True"):
+            pos3.download(f"s3://{bucket}/data", local=local)
+        pos3.download(f"s3://{bucket}/data", local=local, allow_wipe=True)
+        assert local_tree(local) == {}
+        with pytest.raises(DeleteRefused, match="max_delete=2"):
+            pos3.download(f"s3://{bucket}/few", local=other, max_delete=2)
+        pos3.download(f"s3://{bucket}/few", local=other, max_delete=9)
+        assert local_tree(other) == {"f0": DATA["f0"]}
+
+
 @pytest.mark.reliability("max_delete stops a plan before it deletes more than allowed (S3)", group="Delete guards")
 @pytest.mark.parametrize("where", ["call", "mirror"])
 def test_max_delete_refuses_a_large_delete_and_deletes_nothing(s3, bucket, cache, tmp_path, where):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import pytest
@@ -108,20 +109,47 @@ def test_profile_in_userinfo():
 # -- through the API: every bad location fails before any request, nothing passes through as a local path
 
 
+@pytest.mark.reliability(
+    "An empty string, a malformed URL, an unknown scheme or profile: one short error, never a local path",
+    group="Hostile input",
+)
 @pytest.mark.parametrize(
     "bad", ["", "s3:/bucket/data", "s3:bucket/data", "s3:///k", "s3://", "s3://@bucket/k", "s3://Bad Bucket/k"]
 )
 def test_api_refuses_malformed_locations(tmp_path, bad):
     with pos3.mirror(cache_root=tmp_path / "cache", show_progress=False):
         for call in (pos3.download, pos3.upload, pos3.sync, pos3.ls):
-            with pytest.raises(ValueError):
+            with pytest.raises(ValueError) as info:
                 call(bad)
+            assert _own_frames(info.value) == []  # the message, not a walk through pos3's internals
     assert [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")] == []  # no cache directory
 
 
+@pytest.mark.reliability(
+    "An empty string, a malformed URL, an unknown scheme or profile: one short error, never a local path",
+    group="Hostile input",
+)
 def test_api_unknown_scheme_lists_the_known_ones(tmp_path):
-    with pos3.mirror(cache_root=tmp_path, show_progress=False), pytest.raises(PluginError, match=r"nope://.*s3://"):
-        pos3.download("nope://bucket/key")
+    with pos3.mirror(cache_root=tmp_path, show_progress=False):
+        with pytest.raises(PluginError, match=r"nope://.*s3://") as info:
+            pos3.download("nope://bucket/key")
+    assert _own_frames(info.value) == []
+
+
+@pytest.mark.reliability(
+    "An empty string, a malformed URL, an unknown scheme or profile: one short error, never a local path",
+    group="Hostile input",
+)
+def test_api_unknown_profile_is_one_short_error(tmp_path):
+    with pos3.mirror(cache_root=tmp_path, show_progress=False), pytest.raises(ValueError, match="nosuch") as info:
+        pos3.download("s3://nosuch@bucket/key")
+    assert _own_frames(info.value) == []
+
+
+def _own_frames(exc: BaseException) -> list[str]:
+    """The frames of pos3's modules in ``exc``'s printed traceback (the API boundary excepted)."""
+    lines = traceback.format_exception(exc)
+    return [line for line in lines if "/pos3/" in line and "File" in line and "errors.py" not in line]
 
 
 def test_api_local_paths_pass_through_unchanged(tmp_path):
