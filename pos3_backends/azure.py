@@ -21,7 +21,7 @@ container); ``region`` is unused. Profile options:
 * ``timeout``: seconds one request may wait for the server (default 120);
 * ``max_attempts``: tries per request, first one included (default 7);
 * ``retry_backoff``: seconds before the first retry, doubling for each next one (default 1);
-* ``transfer_client``: ``native`` (the default: blobs up to 8 MiB move through
+* ``transfer_client``: ``native`` (the default: downloads, and uploads up to 8 MiB, through
   `pos3_backends.azure_native`, one event loop with many requests in flight) or ``sdk``.
 
 An account URL without ``account_key``, ``sas_token`` or ``credential`` is
