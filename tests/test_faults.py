@@ -368,21 +368,27 @@ def test_ranged_download_cut(env: Env, tmp_path: Path, reliability) -> None:
     the file (no hasher left waiting) and leave neither a final nor a temporary file."""
     data = os.urandom(LARGE[env.backend] + 40 * MiB)  # S3: three ranges of 32 MiB; GCS/Azure: 16 MiB ones
     env.put({"ranged/big.bin": data})
+    _faulty_big_download(env, tmp_path, "ranged/", data, "cut", "TransferInterrupted")
+    reliability.runs(2)
+
+
+def _faulty_big_download(env: Env, tmp_path: Path, prefix: str, data: bytes, fault: str, error: str) -> None:
+    """``prefix`` holds only ``big.bin`` (``data``): with ``fault`` on its first GET the download is
+    exact; with it on every GET it fails naming ``error``, leaving neither a final nor a temporary file."""
     down = tmp_path / "down"
-    env.proxy.set("cut", first=1, method="GET", path="big.bin")
+    env.proxy.set(fault, first=1, method="GET", path="big.bin")
     with _mirror(tmp_path / "cache"):
-        pos3.download(env.url("ranged/"), down, profile=env.profile)
-    assert env.proxy.count(fault="cut") == 1
+        pos3.download(env.url(prefix), down, profile=env.profile)
+    assert env.proxy.count(fault=fault) == 1
     assert (down / "big.bin").read_bytes() == data
     (down / "big.bin").unlink()
-    env.proxy.set("cut", method="GET", path="big.bin")  # every GET of it
+    env.proxy.set(fault, method="GET", path="big.bin")  # every GET of it
     with pytest.raises(pos3.SyncError) as info, _mirror(tmp_path / "cache2"):
-        pos3.download(env.url("ranged/"), down, profile=env.profile)
+        pos3.download(env.url(prefix), down, profile=env.profile)
     env.proxy.clear()
     assert _failed_paths(info.value) == {str(down / "big.bin")}
-    assert "TransferInterrupted" in str(info.value)
+    assert error in str(info.value)
     assert not (down / "big.bin").exists() and not _temp_files(down)
-    reliability.runs(2)
 
 
 @pytest.mark.reliability(
@@ -401,21 +407,7 @@ def test_ranges_of_a_blob_without_md5(env: Env, tmp_path: Path, reliability) -> 
         blob.stage_block(block_id, block)
     blob.commit_block_list(ids)
     assert blob.get_blob_properties().content_settings.content_md5 is None
-    data = b"".join(blocks)
-    down = tmp_path / "down"
-    env.proxy.set("corrupt", first=1, method="GET", path="big.bin")
-    with _mirror(tmp_path / "cache"):
-        pos3.download(env.url("nomd5/"), down, profile=env.profile)
-    assert env.proxy.count(fault="corrupt") == 1
-    assert (down / "big.bin").read_bytes() == data
-    (down / "big.bin").unlink()
-    env.proxy.set("corrupt", method="GET", path="big.bin")
-    with pytest.raises(pos3.SyncError) as info, _mirror(tmp_path / "cache2"):
-        pos3.download(env.url("nomd5/"), down, profile=env.profile)
-    env.proxy.clear()
-    assert _failed_paths(info.value) == {str(down / "big.bin")}
-    assert "IntegrityError" in str(info.value)
-    assert not (down / "big.bin").exists() and not _temp_files(down)
+    _faulty_big_download(env, tmp_path, "nomd5/", b"".join(blocks), "corrupt", "IntegrityError")
     reliability.runs(2)
 
 
