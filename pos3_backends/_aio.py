@@ -82,11 +82,20 @@ class Engine:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Close the session and stop the loop thread (idempotent)."""
+        """Cancel the requests still running (a ranged download then releases its hashers), close the
+        session and stop the loop thread (idempotent)."""
         if self.loop.is_closed():
             return
+
+        async def shut() -> None:
+            running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            await self.session.close()
+
         try:
-            self.run(self.session.close()).result(timeout=10)
+            self.run(shut()).result(timeout=10)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)

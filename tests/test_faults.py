@@ -11,12 +11,16 @@ Repetitions are multiplied by ``POS3_SOAK``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 import secrets
+import threading
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -409,6 +413,37 @@ def test_ranges_of_a_blob_without_md5(env: Env, tmp_path: Path, reliability) -> 
     assert blob.get_blob_properties().content_settings.content_md5 is None
     _faulty_big_download(env, tmp_path, "nomd5/", b"".join(blocks), "corrupt", "IntegrityError")
     reliability.runs(2)
+
+
+@pytest.mark.reliability(
+    "A store closed during a ranged download ends it: its future completes, no hasher thread is left ({env})",
+    group="Faults",
+)
+@pytest.mark.parametrize("env", ["gcs", "azure"], indirect=True)
+def test_close_during_a_ranged_download(env: Env, tmp_path: Path, reliability) -> None:
+    """Closing the engine cancels its requests, and a cancelled ranged download releases its hashers
+    (they would otherwise wait for bytes that never land)."""
+    data = os.urandom(LARGE[env.backend] + 8 * MiB)
+    env.put({"closing/big.bin": data})
+    patient = dataclasses.replace(env.profile, options={**env.profile.options, "timeout": 60})
+    backend = store_spec(env.scheme).connect(patient, 4)
+    env.proxy.set("stall", method="GET", path="big.bin", seconds=60)
+    started = backend.store(env.bucket).start_get("closing/big.bin", tmp_path / "big.bin", len(data))
+    assert started is not None
+    _poll(lambda: env.proxy.count(fault="stall") >= 1, "a stalled range")
+    backend.close()
+    futures.wait([started], timeout=30)
+    env.proxy.clear()
+    assert started.done()
+    _poll(lambda: not [t for t in threading.enumerate() if t.name.startswith("pos3-hash")], "hashers to stop")
+    reliability.runs(1)
+
+
+def _poll(ready: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
+    end = time.monotonic() + deadline
+    while not ready():
+        assert time.monotonic() < end, f"waited {deadline} s for {what}"
+        time.sleep(0.05)
 
 
 # -- Errors ---------------------------------------------------------------------------
