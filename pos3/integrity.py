@@ -109,6 +109,10 @@ def retried_async(start: Callable[[], Future[T]], attempts: int = ATTEMPTS) -> F
             return
 
         def done(f: Future[T]) -> None:
+            if f.cancelled():  # the store closed under it
+                out.cancel()
+                out.set_running_or_notify_cancel()  # wakes `wait`ers too
+                return
             exc = f.exception()
             if exc is None:
                 out.set_result(f.result())

@@ -11,18 +11,25 @@ is handed to the store to map to the same errors as its SDK path.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
+
+from pos3.integrity import TransferInterrupted
+from pos3.stores import ranged
 
 T = TypeVar("T")
 
 #: Statuses worth another try: timeouts, throttling and server-side failures.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: Ranges of a large download in flight at once.
+RANGES_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -75,11 +82,20 @@ class Engine:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Close the session and stop the loop thread (idempotent)."""
+        """Cancel the requests still running (a ranged download then releases its hashers), close the
+        session and stop the loop thread (idempotent)."""
         if self.loop.is_closed():
             return
+
+        async def shut() -> None:
+            running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            await self.session.close()
+
         try:
-            self.run(self.session.close()).result(timeout=10)
+            self.run(shut()).result(timeout=10)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
@@ -116,15 +132,80 @@ def network_failure(exc: BaseException) -> bool:
 
 
 async def guard(work: Awaitable[T], what: str) -> T:
-    """Await ``work``; a network failure left after the retries becomes a `StoreError`
-    (mapped errors and local disk errors pass through unchanged)."""
+    """Await ``work``; a network failure left after the retries becomes a `StoreError`, a body
+    cut short a `TransferInterrupted` (mapped errors and local disk errors pass through unchanged)."""
+    import aiohttp
+
     from pos3.store import StoreError
 
     try:
         return await work
     except asyncio.TimeoutError as exc:
         raise StoreError(f"{what}: timed out") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise TransferInterrupted(f"{what}: the body was cut short ({exc})") from exc
     except Exception as exc:
         if network_failure(exc):
             raise StoreError(f"{what}: {type(exc).__name__}: {exc}") from exc
         raise
+
+
+@dataclass
+class Ranged:
+    """What `get_ranges` wrote: the ranges, the digest of each span hashed (the whole file, or
+    each range), and each range's answer headers by its start."""
+
+    ranges: list[tuple[int, int]]
+    digests: list[bytes]
+    headers: dict[int, Any]
+
+
+async def get_ranges(
+    first: Any,
+    total: int,
+    open_range: Callable[[int, int], Awaitable[Any]],
+    dest: Path,
+    range_size: int,
+    per_range: bool,
+    policy: RetryPolicy,
+    what: str,
+    new_hash: ranged.NewHash | None = None,
+) -> Ranged:
+    """Fill ``dest`` with the ``total`` bytes of an object as parallel ranges (`pos3.stores.ranged`).
+
+    ``first`` is the open answer to a GET of the first range (released here); ``open_range(start, end)``
+    opens the answer for ``[start, end)`` (checked: pinned to the same object). Every range is
+    retried alone under ``policy``; the first one that cannot be stops the rest and is raised.
+    Hashed as they land: each range when ``per_range``, else the whole file (MD5 by default).
+    """
+    opened = [first]
+    length = int(first.headers.get("Content-Length") or 0)
+    ranges = [(0, length), *ranged.spans(length, total, range_size)]
+    headers: dict[int, Any] = {}
+
+    async def fetch(start: int, end: int, landed: ranged.Landed) -> None:
+        async def once() -> None:
+            r = opened.pop() if start == 0 and opened else await open_range(start, end)
+            try:
+                headers[start] = r.headers
+                n = await ranged.write_body(r.content.iter_any(), fd, start, landed)
+            finally:
+                r.release()
+            if n != end - start:
+                raise Transient(TransferInterrupted(f"{what}: a range ended after {n} of {end - start} bytes"))
+
+        await retrying(once, policy)
+
+    try:
+        fd = await asyncio.to_thread(ranged.open_sized, dest, total)
+        try:
+            segments = ranges if per_range else [(0, total)]
+            digests = await ranged.download_async(
+                fd, total, ranges, fetch, RANGES_IN_FLIGHT, segments, new_hash or ranged.md5
+            )
+        finally:
+            os.close(fd)
+    finally:
+        for r in opened:
+            r.release()
+    return Ranged(ranges, digests, headers)

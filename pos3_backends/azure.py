@@ -21,7 +21,7 @@ container); ``region`` is unused. Profile options:
 * ``timeout``: seconds one request may wait for the server (default 120);
 * ``max_attempts``: tries per request, first one included (default 7);
 * ``retry_backoff``: seconds before the first retry, doubling for each next one (default 1);
-* ``transfer_client``: ``native`` (the default: blobs up to 8 MiB move through
+* ``transfer_client``: ``native`` (the default: downloads, and uploads up to 8 MiB, through
   `pos3_backends.azure_native`, one event loop with many requests in flight) or ``sdk``.
 
 An account URL without ``account_key``, ``sas_token`` or ``credential`` is
@@ -446,23 +446,28 @@ class AzureStore(ObjectStore):
         return self.backend.container_url(self.name)
 
     def _native_for(self, size: int | None) -> AzureNative | None:
-        """The native transfers for a blob of ``size`` bytes (unknown: one streamed GET), or None."""
+        """The native transfers for a request of ``size`` bytes (larger puts go through the SDK), or None."""
         from .azure_native import NATIVE_MAX
 
         if size is not None and size > NATIVE_MAX:
             return None
+        return self._native_engine()
+
+    def _native_engine(self) -> AzureNative | None:
+        """The native transfers, or None when the profile asks for the SDK (or only it can sign)."""
         if not self._native_checked:
             self._native = self.backend.native(self.name)
             self._native_checked = True
         return self._native
 
     def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
-        """One native GET (`pos3_backends.azure_native`) for blobs up to 8 MiB; a mismatch is retried whole."""
-        native = self._native_for(size)
+        """A native download (`pos3_backends.azure_native`): one GET up to 8 MiB, parallel ranges
+        above; a mismatch or a changed blob is retried whole."""
+        native = self._native_engine()
         if native is None:
             return None
         what = f"Downloading {self._url(key)}"
-        return retried_async(lambda: native.start_get(self._base, key, dest, what))
+        return retried_async(lambda: native.start_get(self._base, key, dest, what, size))
 
     def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
         """One native Put Blob for files up to 8 MiB; larger ones go through the SDK (staged blocks)."""
@@ -512,7 +517,7 @@ class AzureStore(ObjectStore):
 
     def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         """Download, then compare with the blob's Content-MD5 (when it has one); retried whole on a mismatch.
-        Natively (`start_get`) unless the profile asks for the SDK or the blob is large."""
+        Natively (`start_get`) unless the profile asks for the SDK."""
         started = self.start_get(key, dest, size)
         if started is not None:
             return started.result()

@@ -371,11 +371,12 @@ class GCSStore(ObjectStore):
     # -- transfers ------------------------------------------------------------
 
     def start_get(self, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta] | None:
-        """One native GET (`pos3_backends.gcs_native`); a checksum mismatch is retried whole."""
+        """A native download (`pos3_backends.gcs_native`): one GET up to 8 MiB, parallel ranges
+        above; a checksum mismatch or a changed object is retried whole."""
         native = self.backend.native()
         if native is None:
             return None
-        return retried_async(lambda: native.start_get(self.name, key, dest))
+        return retried_async(lambda: native.start_get(self.name, key, dest, size))
 
     def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
         """One native multipart upload for files up to `NATIVE_MAX`; larger ones go through the SDK."""

@@ -2,10 +2,13 @@
 
 A download is one ``alt=media`` GET streamed to the file and checked against the
 ``x-goog-hash`` the service sends (MD5, else CRC32C), as the SDK's ``checksum="auto"``
-does; an upload is one multipart upload whose metadata carries the file's MD5 (which
-the service checks) and whose answer's ``md5Hash`` is compared with the file's (an
-emulator may not check): a mismatching object is deleted if still that generation.
-Either mismatch raises `IntegrityError`. Endpoint and credentials are the SDK client's.
+does; above `NATIVE_MAX`, parallel range GETs pinned to the first answer's generation,
+written with ``pwrite`` into the preallocated file and hashed as they land
+(`pos3.stores.ranged`), checked against the same whole-object hash. An upload is one
+multipart upload whose metadata carries the file's MD5 (which the service checks) and
+whose answer's ``md5Hash`` is compared with the file's (an emulator may not check): a
+mismatching object is deleted if still that generation. Either mismatch raises
+`IntegrityError`. Endpoint and credentials are the SDK client's.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from pos3.integrity import IntegrityError, TransferInterrupted
 from pos3.store import ObjectMeta, PreconditionFailed, StoreError, Throttled, retry_after
 
-from ._aio import TRANSIENT_STATUS, Engine, RetryPolicy, Transient, guard, retrying
+from ._aio import TRANSIENT_STATUS, Engine, RetryPolicy, Transient, get_ranges, guard, retrying
 from ._common import b64_to_hex
 
-#: Objects up to this size move natively (one request each); larger ones go through the SDK.
+#: Objects up to this size move in one request each; larger downloads as ranges, larger uploads through the SDK.
 NATIVE_MAX = 8 * 1024 * 1024
+#: The size of each range of a larger download.
+RANGE = 16 * 1024 * 1024
 CHUNK = 1 << 20
 #: Seconds between two asks for the access token (google-auth refreshes it ahead of expiry).
 TOKEN_RECHECK = 30.0
@@ -149,11 +154,55 @@ class GCSNative:
     def _object(self, bucket: str, key: str) -> str:
         return f"{self.base}/storage/v1/b/{quote(bucket, safe='')}/o/{quote(key, safe='')}"
 
-    def start_get(self, bucket: str, key: str, dest: Path) -> Future[ObjectMeta]:
-        """Download ``key`` into ``dest`` (created or truncated); the future gives its `ObjectMeta`."""
+    def start_get(self, bucket: str, key: str, dest: Path, size: int | None = None) -> Future[ObjectMeta]:
+        """Download ``key`` into ``dest`` (created or truncated): one GET, or ranges when ``size`` is
+        above `NATIVE_MAX`; the future gives its `ObjectMeta`."""
         what = f"Downloading gs://{bucket}/{key}"
         url = f"{self.base}/download/storage/v1/b/{quote(bucket, safe='')}/o/{quote(key, safe='')}"
+        if size is not None and size > NATIVE_MAX:
+            return self.engine.run(guard(self._get_ranged(url, key, dest, what), what))
         return self.engine.run(guard(retrying(lambda: self._get_once(url, key, dest, what), self.policy), what))
+
+    async def _open_range(self, url: str, start: int, end: int, generation: str | None, what: str) -> Any:
+        """The answer to a GET of ``[start, end)`` as stored (of ``generation`` only: another raises
+        `TransferInterrupted`); the caller releases it. A 416 (an empty object) is returned as it is."""
+        params = {"alt": "media"} if generation is None else {"alt": "media", "generation": generation}
+        headers = {**await self._headers(), "Accept-Encoding": "gzip", "Range": f"bytes={start}-{end - 1}"}
+        r = await self.engine.session.get(url, params=params, headers=headers)
+        if r.status in (200, 206, 416):
+            return r
+        body = await r.read()
+        r.release()
+        if r.status == 404 and generation is not None:
+            raise TransferInterrupted(f"{what}: the object changed during the download")
+        _fail(r.status, r.headers, body, what)
+
+    async def _get_ranged(self, url: str, key: str, dest: Path, what: str) -> ObjectMeta:
+        """Ranges in parallel into ``dest``, checked against the object's MD5 (else its CRC32C)."""
+        first = await retrying(lambda: self._open_range(url, 0, RANGE, None, what), self.policy)
+        h = first.headers
+        if first.status == 416 or (first.status == 200 and h.get("Content-Encoding")):
+            first.release()  # emptied since listed, or served whole (transcoded): one plain GET
+            return await retrying(lambda: self._get_once(url, key, dest, what), self.policy)
+        total = int(h["Content-Range"].rsplit("/", 1)[1]) if first.status == 206 else int(h["Content-Length"])
+        generation = h.get("x-goog-generation")
+        sent = _hashes(h.get("x-goog-hash"))
+        use_crc = "md5" not in sent and "crc32c" in sent and _crc32c() is not None  # a composite object
+        got = await get_ranges(
+            first,
+            total,
+            lambda start, end: self._open_range(url, start, end, generation, what),
+            dest,
+            RANGE,
+            False,
+            self.policy,
+            what,
+            _crc32c if use_crc else None,
+        )
+        expected = sent["crc32c"] if use_crc else sent.get("md5")
+        if expected is not None and base64.b64decode(expected) != got.digests[0]:
+            raise IntegrityError(f"{what}: the bytes received do not match the object's checksum")
+        return ObjectMeta(key, total, generation, None, b64_to_hex(sent.get("md5")))
 
     async def _get_once(self, url: str, key: str, dest: Path, what: str) -> ObjectMeta:
         headers = {**await self._headers(), "Accept-Encoding": "gzip"}
@@ -262,7 +311,7 @@ def _object_meta(o: dict[str, Any]) -> ObjectMeta:
     )
 
 
-def _fail(status: int, headers: Any, body: bytes, what: str) -> None:
+def _fail(status: int, headers: Any, body: bytes, what: str) -> NoReturn:
     """Raise the error an answer of ``status`` means (`Transient` when worth another try)."""
     err = map_status(status, headers, body, what)
     if status in TRANSIENT_STATUS:

@@ -11,12 +11,16 @@ Repetitions are multiplied by ``POS3_SOAK``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 import secrets
+import threading
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -373,28 +377,84 @@ def test_corrupted_large_round_trip(env: Env, tmp_path: Path, reliability) -> No
 @pytest.mark.reliability(
     "A parallel ranged download cut mid-body is redone exact, or fails leaving no file ({env})", group="Faults"
 )
-@pytest.mark.parametrize("env", ["s3"], indirect=True)
 def test_ranged_download_cut(env: Env, tmp_path: Path, reliability) -> None:
     """The ranges stream into one file while hashers follow them: a body cut short once is
-    retried whole and exact; bodies cut every time fail the file (no hasher left waiting) and
-    leave neither a final nor a temporary file."""
-    data = os.urandom(LARGE[env.backend] + 40 * MiB)  # three ranges of 32 MiB
+    redone (S3: the whole file; GCS and Azure: that range) and exact; bodies cut every time fail
+    the file (no hasher left waiting) and leave neither a final nor a temporary file."""
+    data = os.urandom(LARGE[env.backend] + 40 * MiB)  # S3: three ranges of 32 MiB; GCS/Azure: 16 MiB ones
     env.put({"ranged/big.bin": data})
+    _faulty_big_download(env, tmp_path, "ranged/", data, "cut", "TransferInterrupted")
+    reliability.runs(2)
+
+
+def _faulty_big_download(env: Env, tmp_path: Path, prefix: str, data: bytes, fault: str, error: str) -> None:
+    """``prefix`` holds only ``big.bin`` (``data``): with ``fault`` on its first GET the download is
+    exact; with it on every GET it fails naming ``error``, leaving neither a final nor a temporary file."""
     down = tmp_path / "down"
-    env.proxy.set("cut", first=1, method="GET", path="big.bin")
+    env.proxy.set(fault, first=1, method="GET", path="big.bin")
     with _mirror(tmp_path / "cache"):
-        pos3.download(env.url("ranged/"), down, profile=env.profile)
-    assert env.proxy.count(fault="cut") == 1
+        pos3.download(env.url(prefix), down, profile=env.profile)
+    assert env.proxy.count(fault=fault) == 1
     assert (down / "big.bin").read_bytes() == data
     (down / "big.bin").unlink()
-    env.proxy.set("cut", method="GET", path="big.bin")  # every GET of it
+    env.proxy.set(fault, method="GET", path="big.bin")  # every GET of it
     with pytest.raises(pos3.SyncError) as info, _mirror(tmp_path / "cache2"):
-        pos3.download(env.url("ranged/"), down, profile=env.profile)
+        pos3.download(env.url(prefix), down, profile=env.profile)
     env.proxy.clear()
     assert _failed_paths(info.value) == {str(down / "big.bin")}
-    assert "TransferInterrupted" in str(info.value)
+    assert error in str(info.value)
     assert not (down / "big.bin").exists() and not _temp_files(down)
+
+
+@pytest.mark.reliability(
+    "A ranged download of a blob without a Content-MD5 checks each range's MD5: corrupted once, redone exact;"
+    " always, reported with no file ({env})",
+    group="Integrity",
+)
+@pytest.mark.parametrize("env", ["azure"], indirect=True)
+def test_ranges_of_a_blob_without_md5(env: Env, tmp_path: Path, reliability) -> None:
+    """A blob committed from blocks has no whole-blob Content-MD5: each 4 MiB range is checked
+    against the MD5 the service computes for it (``x-ms-range-get-content-md5``)."""
+    blocks = [os.urandom(4 * MiB) for _ in range(3)] + [os.urandom(12345)]
+    blob = env.direct.container.get_blob_client("nomd5/big.bin")  # type: ignore[attr-defined]
+    ids = [f"{n:08d}" for n in range(len(blocks))]
+    for block_id, block in zip(ids, blocks, strict=True):
+        blob.stage_block(block_id, block)
+    blob.commit_block_list(ids)
+    assert blob.get_blob_properties().content_settings.content_md5 is None
+    _faulty_big_download(env, tmp_path, "nomd5/", b"".join(blocks), "corrupt", "IntegrityError")
     reliability.runs(2)
+
+
+@pytest.mark.reliability(
+    "A store closed during a ranged download ends it: its future completes, no hasher thread is left ({env})",
+    group="Faults",
+)
+@pytest.mark.parametrize("env", ["gcs", "azure"], indirect=True)
+def test_close_during_a_ranged_download(env: Env, tmp_path: Path, reliability) -> None:
+    """Closing the engine cancels its requests, and a cancelled ranged download releases its hashers
+    (they would otherwise wait for bytes that never land)."""
+    data = os.urandom(LARGE[env.backend] + 8 * MiB)
+    env.put({"closing/big.bin": data})
+    patient = dataclasses.replace(env.profile, options={**env.profile.options, "timeout": 60})
+    backend = store_spec(env.scheme).connect(patient, 4)
+    env.proxy.set("stall", method="GET", path="big.bin", seconds=60)
+    started = backend.store(env.bucket).start_get("closing/big.bin", tmp_path / "big.bin", len(data))
+    assert started is not None
+    _poll(lambda: env.proxy.count(fault="stall") >= 1, "a stalled range")
+    backend.close()
+    futures.wait([started], timeout=30)
+    env.proxy.clear()
+    assert started.done()
+    _poll(lambda: not [t for t in threading.enumerate() if t.name.startswith("pos3-hash")], "hashers to stop")
+    reliability.runs(1)
+
+
+def _poll(ready: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
+    end = time.monotonic() + deadline
+    while not ready():
+        assert time.monotonic() < end, f"waited {deadline} s for {what}"
+        time.sleep(0.05)
 
 
 # -- Errors ---------------------------------------------------------------------------

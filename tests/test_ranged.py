@@ -1,16 +1,19 @@
-"""`pos3.stores.ranged`: the spans tracker hashers follow, and a download through it from in-memory bodies."""
+"""`pos3.stores.ranged`: the spans tracker hashers follow, and downloads through it (threads, an event loop)
+from in-memory bodies."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from pos3.stores.ranged import DownloadFailed, Landed, download
+from pos3.stores.ranged import DownloadFailed, Landed, download, download_async, open_sized, write_body
 
 
 def test_landed_merges_spans_in_any_order() -> None:
@@ -70,5 +73,38 @@ def test_download_hashes_each_segment_and_raises_a_range_failure(tmp_path: Path)
         broken = lambda start, end: _Broken(data[start : end + 1]) if start >= 2 * part else fetch(start, end)  # noqa: E731
         with pytest.raises(ConnectionError):
             download(fd, len(data), (io.BytesIO(data[:part]), part), broken, part // 2, 3, lambda: segments)
+    finally:
+        os.close(fd)
+
+
+def test_download_async_hashes_what_lands_and_stops_at_the_first_failure(tmp_path: Path) -> None:
+    """The event-loop driver: ranges written through `write_body` in batches, each range hashed;
+    a range that fails raises its own error, and no range not yet started is fetched."""
+    data = os.urandom(5 * (1 << 20) + 77)
+    part = 1 << 20
+    ranges = [(s, min(s + part, len(data))) for s in range(0, len(data), part)]
+    fetched: list[int] = []
+
+    async def body(start: int, end: int) -> AsyncIterator[bytes]:
+        for at in range(start, end, 100_000):  # uneven pieces, batched by write_body
+            await asyncio.sleep(0)
+            yield data[at : min(at + 100_000, end)]
+
+    async def fetch(start: int, end: int, landed: Landed) -> None:
+        fetched.append(start)
+        if failing and start == part:
+            raise ConnectionError("cut")
+        assert await write_body(body(start, end), fd, start, landed) == end - start
+
+    fd = open_sized(tmp_path / "f", len(data))
+    try:
+        failing = False
+        digests = asyncio.run(download_async(fd, len(data), ranges, fetch, 2, ranges))
+        assert digests == [hashlib.md5(data[s:e]).digest() for s, e in ranges]
+        assert (tmp_path / "f").read_bytes() == data
+        failing, fetched = True, []
+        with pytest.raises(ConnectionError):
+            asyncio.run(download_async(fd, len(data), ranges, fetch, 1, [(0, len(data))]))
+        assert fetched == [0, part]  # one at a time: the failed second range stopped the rest
     finally:
         os.close(fd)

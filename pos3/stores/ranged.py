@@ -1,20 +1,23 @@
 """Large downloads: parallel ranges written at their offsets into one file, hashed as they land.
 
 Each range streams into one shared descriptor with ``os.pwrite`` (no per-range ``open`` and
-``seek``), into a file already sized with ``ftruncate``. `Landed` records which spans are
-written; hashers follow it, so the checksum of the content (a plain MD5, or the MD5 of each
-part of a multipart upload, parts hashed in parallel) is computed while the download runs
-instead of by reading the whole file again afterwards. Any failure stops the hashers and is
-raised; the caller owns the file (a temporary one, renamed only once verified).
+``seek``), into a file already sized with ``ftruncate`` (`open_sized`). `Landed` records which
+spans are written; hashers follow it (`Hashers`), so the checksum of the content (a plain MD5,
+a CRC32C, or the MD5 of each part or range, hashed in parallel) is computed while the download
+runs instead of by reading the whole file again afterwards. Any failure stops the other ranges
+and the hashers and is raised; the caller owns the file (a temporary one, renamed only once
+verified). Two drivers share these parts: `download` fetches ranges on threads (boto3 bodies),
+`download_async` as coroutines on an event loop (the native GCS and Azure engines).
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -22,11 +25,20 @@ from ..integrity import TransferInterrupted
 from ..local import pwrite_all
 
 MiB = 1024 * 1024
-#: Bytes read from a stream (and charged to a pace) at a time; bytes hashed at a time.
+#: Bytes read from a stream (and charged to a pace) at a time; bytes written at once from an
+#: asynchronous body (one range's memory); bytes hashed at a time.
 STREAM_CHUNK = MiB
-HASH_CHUNK = 4 * MiB
+BATCH = 256 * 1024
+HASH_CHUNK = MiB
 #: A body to stream: ``read(n)`` returns up to ``n`` bytes (b"" at its end) and ``close()``.
 Body = Any
+#: A new hash object (``update``, ``digest``): `hashlib.md5` by default.
+NewHash = Callable[[], Any]
+
+
+def md5() -> Any:
+    """A new MD5 (not for security)."""
+    return hashlib.md5(usedforsecurity=False)
 
 
 class DownloadFailed(Exception):
@@ -82,6 +94,41 @@ class Landed:
                 raise DownloadFailed
 
 
+def open_sized(dest: str | os.PathLike[str], total: int) -> int:
+    """A read-write descriptor of ``dest`` (created if missing) sized to ``total`` bytes."""
+    fd = os.open(dest, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.ftruncate(fd, total)  # sized once; every byte is then written by exactly one range
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def spans(first: int, total: int, size: int) -> list[tuple[int, int]]:
+    """The ranges ``[start, end)`` after a first one of ``first`` bytes, ``size`` bytes each."""
+    return [(start, min(start + size, total)) for start in range(first, total, size)]
+
+
+def write_at(fd: int, data: bytes | list[bytes], pos: int, landed: Landed) -> int:
+    """``pwrite`` all of ``data`` (one buffer, or several in a row with one ``pwritev``) at ``pos`` and
+    record it in ``landed``; returns the position after it. Raises `DownloadFailed` (writing nothing)
+    once another part of the download failed."""
+    if landed.failed:  # another range failed: stop early, the download is lost anyway
+        raise DownloadFailed
+    if isinstance(data, list):
+        size = sum(len(b) for b in data)
+        n = os.pwritev(fd, data, pos)
+        view = memoryview(b"".join(data))[n:] if n < size else memoryview(b"")  # a short write: rare
+        at = pos + n
+    else:
+        view, at = memoryview(data), pos
+    pwrite_all(fd, view, at)
+    at += len(view)
+    landed.add(pos, at)
+    return at
+
+
 def write_stream(body: Body, fd: int, offset: int, landed: Landed, pace: Callable[[int], None] | None) -> int:
     """Copy ``body`` to ``fd`` from ``offset`` on, recording each chunk in ``landed`` and charging
     ``pace`` for it before reading the next; the body is closed. Returns the bytes written; raises
@@ -89,21 +136,36 @@ def write_stream(body: Body, fd: int, offset: int, landed: Landed, pace: Callabl
     pos = offset
     try:
         while data := body.read(STREAM_CHUNK):
-            if landed.failed:  # another range failed: stop early, the download is lost anyway
+            if landed.failed:
                 raise DownloadFailed
             if pace is not None:
                 pace(len(data))
-            pwrite_all(fd, data, pos)
-            landed.add(pos, pos + len(data))
-            pos += len(data)
+            pos = write_at(fd, data, pos, landed)
     finally:
         body.close()
     return pos - offset
 
 
-def md5_following(fd: int, start: int, end: int, landed: Landed) -> bytes:
-    """The MD5 of ``[start, end)`` of ``fd``, read from the page cache as soon as each chunk landed."""
-    h = hashlib.md5(usedforsecurity=False)
+async def write_body(chunks: AsyncIterable[bytes], fd: int, offset: int, landed: Landed) -> int:
+    """`write_stream` for an asynchronous body: its chunks are gathered up to `BATCH` bytes and
+    written with one ``pwritev`` on a worker thread, so the event loop keeps reading the other ranges
+    meanwhile and no chunk is copied. Returns the bytes written."""
+    pos, batch, size = offset, [], 0
+    async for data in chunks:
+        batch.append(data)
+        size += len(data)
+        if size >= BATCH:
+            pos = await asyncio.to_thread(write_at, fd, batch, pos, landed)
+            batch, size = [], 0
+    if batch:
+        pos = await asyncio.to_thread(write_at, fd, batch, pos, landed)
+    return pos - offset
+
+
+def md5_following(fd: int, start: int, end: int, landed: Landed, new_hash: NewHash = md5) -> bytes:
+    """The digest (MD5 unless ``new_hash`` says) of ``[start, end)`` of ``fd``, read from the page
+    cache as soon as each chunk landed."""
+    h = new_hash()
     pos = start
     while pos < end:
         stop = min(pos + HASH_CHUNK, end)
@@ -113,7 +175,35 @@ def md5_following(fd: int, start: int, end: int, landed: Landed) -> bytes:
             raise OSError(f"short read at {pos} while hashing a download")
         h.update(data)
         pos += len(data)
-    return h.digest()
+    return bytes(h.digest())
+
+
+class Hashers:
+    """Threads hashing ``segments`` of ``fd`` in order, each as soon as its bytes landed."""
+
+    def __init__(self, fd: int, landed: Landed, new_hash: NewHash = md5) -> None:
+        self._fd, self._landed, self._new_hash = fd, landed, new_hash
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)), thread_name_prefix="pos3-hash")
+        self.digests: list[Future[bytes]] = []
+
+    def follow(self, segments: list[tuple[int, int]]) -> None:
+        """Start hashing each span of ``segments``."""
+        fd, landed, new_hash = self._fd, self._landed, self._new_hash
+        self.digests += [self._pool.submit(md5_following, fd, s, e, landed, new_hash) for s, e in segments]
+
+    def close(self) -> None:
+        """Stop (a failed download's hashers raise `DownloadFailed` at once) and wait for the threads."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cause(errors: list[BaseException]) -> BaseException:
+    """The error that failed a download, not a range stopped because of it."""
+    return next((e for e in errors if not isinstance(e, DownloadFailed)), errors[0])
+
+
+def _check_complete(landed: Landed, total: int) -> None:
+    if not landed.covered(0, total):  # a body that ended early without an error
+        raise TransferInterrupted(f"a ranged download ended with bytes missing (expected {total})")
 
 
 def download(
@@ -137,31 +227,30 @@ def download(
     body, length = first
     landed = Landed()
     pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="pos3-range")
-    hashers = ThreadPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1)), thread_name_prefix="pos3-hash")
+    hashers = Hashers(fd, landed)
     jobs: list[Future[Any]] = []
     try:
 
-        def rest(start: int) -> None:
+        def rest(start: int, end: int) -> None:
             if landed.failed:
                 raise DownloadFailed
-            write_stream(fetch(start, min(start + range_size, total) - 1), fd, start, landed, pace)
+            write_stream(fetch(start, end - 1), fd, start, landed, pace)
 
         def stop_all(job: Future[Any]) -> None:  # the first failed range stops the others and the hashers
             if not job.cancelled() and job.exception() is not None:
                 landed.fail()
 
         jobs.append(pool.submit(write_stream, body, fd, 0, landed, pace))
-        jobs += [pool.submit(rest, start) for start in range(length, total, range_size)]
+        jobs += [pool.submit(rest, start, end) for start, end in spans(length, total, range_size)]
         for job in jobs:
             job.add_done_callback(stop_all)
-        digests = [hashers.submit(md5_following, fd, s, e, landed) for s, e in segments()]
+        hashers.follow(segments())
         wait(jobs)
         errors = [e for e in (None if job.cancelled() else job.exception() for job in jobs) if e is not None]
-        if errors:  # the cause, not a range stopped because of it
-            raise next((e for e in errors if not isinstance(e, DownloadFailed)), errors[0])
-        if not landed.covered(0, total):  # a body that ended early without an error
-            raise TransferInterrupted(f"a ranged download ended with bytes missing (expected {total})")
-        return [d.result() for d in digests]
+        if errors:
+            raise _cause(errors)
+        _check_complete(landed, total)
+        return [d.result() for d in hashers.digests]
     except BaseException:
         landed.fail()
         for job in jobs:
@@ -169,4 +258,54 @@ def download(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        hashers.shutdown(wait=True, cancel_futures=True)
+        hashers.close()
+
+
+async def download_async(
+    fd: int,
+    total: int,
+    ranges: list[tuple[int, int]],
+    fetch: Callable[[int, int, Landed], Awaitable[None]],
+    concurrency: int,
+    segments: list[tuple[int, int]],
+    new_hash: NewHash = md5,
+) -> list[bytes]:
+    """`download` on an event loop: fill ``fd`` (already ``total`` bytes long) and return the digest
+    of each span of ``segments``.
+
+    ``fetch(start, end, landed)`` fetches ``[start, end)`` (one of ``ranges``, which cover the file)
+    and writes it with `write_body` (retrying as it sees fit: a range written again is
+    the same bytes); at most ``concurrency`` run at once. Hashers follow on threads. The first error
+    is raised once every range stopped; ranges not yet started are not fetched.
+    """
+    landed = Landed()
+    hashers = Hashers(fd, landed, new_hash)
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(start: int, end: int) -> None:
+        async with gate:
+            if landed.failed:
+                raise DownloadFailed
+            try:
+                await fetch(start, end, landed)
+            except BaseException:
+                landed.fail()  # the first failed range stops the others and the hashers
+                raise
+
+    tasks = [asyncio.ensure_future(one(s, e)) for s, e in ranges]
+    try:
+        hashers.follow(segments)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise _cause(errors)
+        _check_complete(landed, total)
+        return list(await asyncio.gather(*(asyncio.wrap_future(d) for d in hashers.digests)))
+    except BaseException:
+        landed.fail()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    finally:
+        await asyncio.to_thread(hashers.close)

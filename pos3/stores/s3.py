@@ -575,9 +575,8 @@ class S3Store(ObjectStore):
             parts.append(size)
             return [(start, min(start + size, total)) for start in range(0, total, size)]
 
-        fd = os.open(dest, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = ranged.open_sized(dest, total)
         try:
-            os.ftruncate(fd, total)  # sized once; every byte is then written by exactly one range
             first = (r["Body"], r["ContentLength"])
             threads = min(8, self.backend.max_workers)
             digests = ranged.download(fd, total, first, fetch, part, threads, segments, self._down)
