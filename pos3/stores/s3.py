@@ -328,7 +328,7 @@ class BotocoreIntercepts:
     moto's ``mock_aws`` does to answer requests in-process: the CRT would bypass it (and reach the
     network), so boto3 moves the bytes instead. A handler with ``enabled = False`` (moto imported,
     no mock active) does not count; without botocore imported there is none. Asked once per
-    request, so botocore's few hundred built-in handlers are searched again only when their list changes."""
+    request, so botocore's ~130 built-in handlers are searched again only when their list changes."""
 
     def __init__(self) -> None:
         self._seen = -1
