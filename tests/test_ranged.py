@@ -125,3 +125,6 @@ def test_open_sized_allocates_the_blocks_up_front(tmp_path: Path) -> None:
     fd = open_sized(tmp_path / "empty", 0)
     os.close(fd)
     assert (tmp_path / "empty").stat().st_size == 0
+    (tmp_path / "stale").write_bytes(b"much longer stale content")  # an existing file is cut to the size
+    os.close(open_sized(tmp_path / "stale", 3))
+    assert (tmp_path / "stale").stat().st_size == 3

@@ -99,9 +99,9 @@ class Landed:
 
 
 def open_sized(dest: str | os.PathLike[str], total: int) -> int:
-    """A read-write descriptor of ``dest`` (created if missing) sized to ``total`` bytes, its blocks
-    allocated up front where the filesystem can (`preallocate`)."""
-    fd = os.open(dest, os.O_RDWR | os.O_CREAT, 0o666)
+    """A read-write descriptor of ``dest`` (created if missing, emptied if not) sized to exactly ``total``
+    bytes, its blocks allocated up front where the filesystem can (`preallocate`)."""
+    fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         preallocate(fd, total)  # sized once; every byte is then written by exactly one range
     except BaseException:
