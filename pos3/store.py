@@ -74,7 +74,11 @@ def chain(
 
 
 def settle(out: Future, fut: Future) -> None:
-    """Give ``out`` the outcome of the finished ``fut`` (its result or its exception)."""
+    """Give ``out`` the outcome of the finished ``fut``: its result, its exception, or its cancellation."""
+    if fut.cancelled():
+        out.cancel()
+        out.set_running_or_notify_cancel()  # wakes `wait`ers too
+        return
     exc = fut.exception()
     if exc is not None:
         out.set_exception(exc)
