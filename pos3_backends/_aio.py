@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -24,67 +23,58 @@ from typing import Any, TypeVar
 from pos3.integrity import TransferInterrupted
 from pos3.stores import ranged
 
+from ._http import RetryPolicy, Transient
+
 T = TypeVar("T")
 
-#: Statuses worth another try: timeouts, throttling and server-side failures.
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: Ranges of a large download in flight at once.
 RANGES_IN_FLIGHT = 8
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Retries of one request: at most ``attempts`` tries in all and no new try after ``deadline``
-    seconds; the first wait is ``first`` seconds, doubling (capped at ``cap``), jittered ±25%."""
-
-    attempts: int = 7
-    deadline: float = 120.0
-    first: float = 1.0
-    cap: float = 32.0
-
-    def wait(self, n: int, asked: float | None) -> float:
-        """Seconds to wait before try ``n + 1`` (the server's ``Retry-After``, if it asked, wins)."""
-        if asked is not None:
-            return min(asked, 60.0)
-        base = min(self.cap, self.first * 2**n)
-        return random.uniform(0.75 * base, 1.25 * base)
-
-
-class Transient(Exception):
-    """One try failed in a way worth retrying; ``final`` is what to raise if no try is left."""
-
-    def __init__(self, final: BaseException, retry_after: float | None = None) -> None:
-        super().__init__(str(final))
-        self.final = final
-        self.retry_after = retry_after
-
-
 class Engine:
-    """An event loop thread and an aiohttp session with up to ``connections`` connections."""
+    """An event loop thread and an aiohttp session with up to ``connections`` connections, both
+    started by the first `run` (aiohttp is imported then: a command that never transfers a body
+    never pays for it)."""
 
     def __init__(self, connections: int, timeout: float) -> None:
-        import aiohttp
+        self.connections = connections
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.session: Any = None
 
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="pos3-aio", daemon=True)
-        self._thread.start()
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(20.0, timeout), sock_read=timeout)
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is not None:
+                return self._loop
+            import aiohttp
 
-        async def open_session() -> Any:
-            connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections, ttl_dns_cache=300)
-            # auto_decompress=False: bodies are kept exactly as stored (their hashes are of those bytes).
-            return aiohttp.ClientSession(connector=connector, timeout=self.timeout, auto_decompress=False)
+            loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=loop.run_forever, name="pos3-aio", daemon=True)
+            self._thread.start()
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(20.0, self.timeout), sock_read=self.timeout)
 
-        self.session = self.run(open_session()).result()
+            async def open_session() -> Any:
+                n = self.connections
+                connector = aiohttp.TCPConnector(limit=n, limit_per_host=n, ttl_dns_cache=300)
+                # auto_decompress=False: bodies are kept exactly as stored (their hashes are of those bytes).
+                return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+
+            self.session = asyncio.run_coroutine_threadsafe(open_session(), loop).result()
+            self._loop = loop
+            return loop
 
     def run(self, coro: Awaitable[T]) -> Future[T]:
         """Schedule ``coro`` on the loop; its future's callbacks run on the loop thread."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self._start())  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Cancel the requests still running (a ranged download then releases its hashers), close the
         session and stop the loop thread (idempotent)."""
-        if self.loop.is_closed():
+        with self._lock:
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None or loop.is_closed():
             return
 
         async def shut() -> None:
@@ -95,12 +85,12 @@ class Engine:
             await self.session.close()
 
         try:
-            self.run(shut()).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=10)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=10)
-            if not self._thread.is_alive():
-                self.loop.close()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            if not thread.is_alive():
+                loop.close()
 
 
 async def retrying(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
@@ -117,9 +107,9 @@ async def retrying(attempt: Callable[[], Awaitable[T]], policy: RetryPolicy) -> 
             asked = exc.retry_after
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             failure, asked = exc, None
-        wait = policy.wait(n, asked)
+        wait = policy.after(n, start, asked)
         n += 1
-        if n >= policy.attempts or time.monotonic() - start + wait > policy.deadline:
+        if wait is None:
             raise failure
         await asyncio.sleep(wait)
 

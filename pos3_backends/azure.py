@@ -84,6 +84,7 @@ if TYPE_CHECKING:
     from pos3.profiles import Profile
 
     from ._aio import Engine
+    from ._http import SmallRequests
     from .azure_native import AzureNative
 
 INSTALL = "pip install pos3[azure]"
@@ -197,6 +198,7 @@ class AzureBackend(Backend):
         if transfer_client not in ("native", "sdk"):
             raise ValueError(f"Azure profile option transfer_client must be 'native' or 'sdk', got {transfer_client!r}")
         self._engine: Engine | None = None
+        self._small: SmallRequests | None = None
         self._native_lock = threading.Lock()
         self.timeout = timeout
         self.attempts = attempts
@@ -271,19 +273,25 @@ class AzureBackend(Backend):
                 auth = query  # a SAS in the account URL
         if auth is None:
             return None
-        from ._aio import Engine, RetryPolicy
+        from ._aio import Engine
+        from ._http import RetryPolicy, SmallRequests
 
-        with self._native_lock:
-            if self._engine is None:
-                self._engine = Engine(max(10, 2 * self.max_workers), self.timeout)
         policy = RetryPolicy(attempts=self.attempts, deadline=float("inf"), first=self.backoff, cap=60.0)
-        return AzureNative(self._engine, auth, version, policy)
+        with self._native_lock:
+            if self._engine is None or self._small is None:
+                self._engine = Engine(max(10, 2 * self.max_workers), self.timeout)
+                self._small = SmallRequests(self.timeout, policy)
+            engine, small = self._engine, self._small
+        return AzureNative(engine, small, auth, version, policy)
 
     def close(self) -> None:
         with self._native_lock:
             if self._engine is not None:
                 self._engine.close()
                 self._engine = None
+            if self._small is not None:
+                self._small.close()
+                self._small = None
         with self._client_lock:
             if self._client is not None:
                 self._client.close()

@@ -32,8 +32,9 @@ from xml.etree import ElementTree
 from pos3.integrity import IntegrityError, TransferInterrupted
 from pos3.store import ObjectMeta, PreconditionFailed, StoreError, Throttled, retry_after
 
-from ._aio import TRANSIENT_STATUS, Engine, RetryPolicy, Transient, get_ranges, guard, retrying
+from ._aio import Engine, get_ranges, guard, retrying
 from ._common import b64_to_hex
+from ._http import TRANSIENT_STATUS, RetryPolicy, SmallRequests, Transient
 from .azure import INTEGRITY_CODES
 
 #: Blobs up to this size move in one request each; larger downloads as ranges, larger uploads through the SDK.
@@ -122,8 +123,9 @@ def native_auth(credential: Any) -> Any | None:
 class AzureNative:
     """Starts downloads and uploads for one container's blobs on an engine."""
 
-    def __init__(self, engine: Engine, auth: Any, api_version: str, policy: RetryPolicy) -> None:
+    def __init__(self, engine: Engine, small: SmallRequests, auth: Any, api_version: str, policy: RetryPolicy) -> None:
         self.engine = engine
+        self.small = small
         self.auth = auth
         self.version = api_version
         self.policy = policy
@@ -139,8 +141,9 @@ class AzureNative:
                 self._token = (got.token, float(got.expires_on))
             return self._token[0]
 
-    async def _authorize(self, method: str, url: str, headers: dict[str, str]) -> str:
-        """Add the date, version and authorization to ``headers``; return the URL to request."""
+    def _sign(self, method: str, url: str, headers: dict[str, str], token: str | None) -> str:
+        """Add the date, version and authorization (``token`` for a token credential) to
+        ``headers``; return the URL to request."""
         headers["x-ms-date"] = formatdate(usegmt=True)
         headers["x-ms-version"] = self.version
         auth = self.auth
@@ -152,13 +155,25 @@ class AzureNative:
             if auth:
                 url = f"{url}{'&' if '?' in url else '?'}{auth}"
         else:
-            token = self._token
-            if token is None or token[1] - time.time() < 300:
-                token_value = await asyncio.to_thread(self._fresh_token)
-            else:
-                token_value = token[0]
-            headers["Authorization"] = f"Bearer {token_value}"
+            headers["Authorization"] = f"Bearer {token}"
         return url
+
+    def _needs_token(self) -> bool:
+        if isinstance(self.auth, (SharedKey, str)):
+            return False
+        token = self._token
+        return token is None or token[1] - time.time() < 300
+
+    def _authorize_now(self, method: str, url: str, headers: dict[str, str]) -> str:
+        """`_sign`, asking for a token on this thread if one is due (it may block)."""
+        token = self._fresh_token() if self._needs_token() else (self._token[0] if self._token else None)
+        return self._sign(method, url, headers, token)
+
+    async def _authorize(self, method: str, url: str, headers: dict[str, str]) -> str:
+        """`_sign` on the event loop: a token due is asked for on a worker thread."""
+        if self._needs_token():
+            await asyncio.to_thread(self._fresh_token)
+        return self._sign(method, url, headers, self._token[0] if self._token else None)
 
     # -- small requests -------------------------------------------------------
 
@@ -171,23 +186,16 @@ class AzureNative:
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
     ) -> tuple[int, Any, bytes]:
-        """One small request (retried like every other), waited for: status (one of ``ok``), headers, body."""
-        import yarl
+        """One small request (retried like every other) on the calling thread: status (one of ``ok``), headers, body."""
 
-        async def once() -> tuple[int, Any, bytes]:
+        def prepare() -> tuple[str, dict[str, str]]:
             sent = dict(headers or {})
             if data is not None:
                 sent["Content-Length"] = str(len(data))
-            target = await self._authorize(method, url, sent)
-            async with self.engine.session.request(
-                method, yarl.URL(target, encoded=True), headers=sent, data=data
-            ) as r:
-                body = await r.read()
-                if r.status not in ok:
-                    _fail(r.status, r.headers, body, what)
-                return r.status, r.headers, body
+            return self._authorize_now(method, url, sent), sent
 
-        return self.engine.run(guard(retrying(once, self.policy), what)).result()
+        got = self.small.send(method, prepare, what, ok, _fail, data)
+        return got.status, got.headers, got.body
 
     def list_page(
         self, base: str, prefix: str, size: int, marker: str | None, what: str

@@ -69,7 +69,6 @@ from pos3.store import (
 )
 
 from ._common import b64_to_hex, checked_options, network_error, run_all, undeleted, widen_pool
-from .gcs_native import LIST_FIELDS, NATIVE_MAX
 
 if TYPE_CHECKING:
     from pos3.profiles import Profile
@@ -229,7 +228,7 @@ class GCSBackend(Backend):
             return None
         with self._native_lock:
             if self._native is None:
-                from ._aio import RetryPolicy
+                from ._http import RetryPolicy
                 from .gcs_native import GCSNative
 
                 deadline = self.retry_deadline
@@ -316,6 +315,8 @@ class GCSStore(ObjectStore):
                 yield page
                 if not token:
                     return
+        from .gcs_native import LIST_FIELDS
+
         try:
             it = self.client.list_blobs(
                 self.bucket,
@@ -381,7 +382,11 @@ class GCSStore(ObjectStore):
     def start_put(self, key: str, src: Path) -> Future[ObjectMeta] | None:
         """One native multipart upload for files up to `NATIVE_MAX`; larger ones go through the SDK."""
         native = self.backend.native()
-        if native is None or os.stat(src).st_size > NATIVE_MAX:
+        if native is None:
+            return None
+        from .gcs_native import NATIVE_MAX  # imported with `native`
+
+        if os.stat(src).st_size > NATIVE_MAX:
             return None
         return retried_async(lambda: native.start_put(self.name, key, src))
 

@@ -24,13 +24,14 @@ from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from pos3.integrity import IntegrityError, TransferInterrupted
 from pos3.store import ObjectMeta, PreconditionFailed, StoreError, Throttled, retry_after
 
-from ._aio import TRANSIENT_STATUS, Engine, RetryPolicy, Transient, get_ranges, guard, retrying
+from ._aio import Engine, get_ranges, guard, retrying
 from ._common import b64_to_hex
+from ._http import TRANSIENT_STATUS, RetryPolicy, SmallRequests, Transient
 
 #: Objects up to this size move in one request each; larger downloads as ranges, larger uploads through the SDK.
 NATIVE_MAX = 8 * 1024 * 1024
@@ -88,33 +89,41 @@ class GCSNative:
         self.token = token
         self.policy = policy
         self.engine = Engine(connections, timeout)
+        self.small = SmallRequests(timeout, policy)
         self._auth: tuple[dict[str, str], float] | None = None
 
     def close(self) -> None:
         self.engine.close()
+        self.small.close()
 
-    async def _headers(self) -> dict[str, str]:
-        """The ``Authorization`` header (none when anonymous); the token is asked for again
-        (on a worker thread: it may refresh) at most once every `TOKEN_RECHECK` seconds."""
+    def _cached_auth(self) -> dict[str, str] | None:
         cached = self._auth
         if cached is None or time.monotonic() - cached[1] > TOKEN_RECHECK:
-            token = await asyncio.to_thread(self.token)
-            cached = self._auth = ({"Authorization": f"Bearer {token}"} if token else {}, time.monotonic())
+            return None
         return dict(cached[0])
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header (none when anonymous); the token is asked for again (it
+        may refresh, and block) at most once every `TOKEN_RECHECK` seconds."""
+        cached = self._cached_auth()
+        if cached is not None:
+            return cached
+        token = self.token()
+        self._auth = ({"Authorization": f"Bearer {token}"} if token else {}, time.monotonic())
+        return dict(self._auth[0])
+
+    async def _headers(self) -> dict[str, str]:
+        """`_auth_headers` for the event loop: a token asked for again on a worker thread."""
+        cached = self._cached_auth()
+        return cached if cached is not None else await asyncio.to_thread(self._auth_headers)
 
     def call(
         self, method: str, url: str, params: dict[str, str], what: str, ok: tuple[int, ...] = (200,)
     ) -> tuple[int, bytes]:
-        """One small request (retried like every other), waited for: its status (one of ``ok``) and body."""
-
-        async def once() -> tuple[int, bytes]:
-            async with self.engine.session.request(method, url, params=params, headers=await self._headers()) as r:
-                body = await r.read()
-                if r.status not in ok:
-                    _fail(r.status, r.headers, body, what)
-                return r.status, body
-
-        return self.engine.run(guard(retrying(once, self.policy), what)).result()
+        """One small request (retried like every other) on the calling thread: its status (one of ``ok``) and body."""
+        target = f"{url}?{urlencode(params, quote_via=quote)}" if params else url
+        got = self.small.send(method, lambda: (target, self._auth_headers()), what, ok, _fail)
+        return got.status, got.body
 
     def list_page(
         self, bucket: str, prefix: str, size: int, start: str | None, token: str | None, what: str

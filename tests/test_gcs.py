@@ -145,16 +145,18 @@ def test_native_transfers_by_default_and_sdk_on_request(gcs, gcs_bucket, gcs_pro
 
 def test_anonymous_listing_and_download_do_not_import_the_sdk(gcs, gcs_bucket, gcs_server, tmp_path):
     """With no credentials to load, a listing and a download (the no-op and download paths) never import
-    google-cloud-storage: start-up pays only for the native engine."""
+    google-cloud-storage, and a listing (all a no-op needs) not even aiohttp: the event loop starts
+    with the first transfer."""
     put(gcs, gcs_bucket, {"a/x.txt": b"x"})
     code = (
         "import sys; from pathlib import Path; from pos3 import Profile; from pos3_backends.gcs import GCSBackend\n"
         f"b = GCSBackend(Profile(local_name='p', endpoint={gcs_server.endpoint!r}, public=True), 4)\n"
         f"s = b.store({gcs_bucket!r})\n"
-        "assert [m.key for m in s.list('a/')] == ['a/x.txt']\n"
+        "assert [m.key for m in s.list('a/')] == ['a/x.txt'] and s.head('a/x.txt').size == 1\n"
+        "print('aiohttp' in sys.modules)\n"
         f"s.get('a/x.txt', Path({str(tmp_path / 'x')!r}), 1)\n"
-        "print('google.cloud.storage' in sys.modules); b.close()\n"
+        "print('google.cloud.storage' in sys.modules, 'aiohttp' in sys.modules); b.close()\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out == "False\n"
+    assert out == "False\nFalse True\n"
     assert (tmp_path / "x").read_bytes() == b"x"

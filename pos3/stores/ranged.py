@@ -12,7 +12,6 @@ verified). Two drivers share these parts: `download` fetches ranges on threads (
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import ctypes
 import errno
@@ -184,6 +183,8 @@ async def write_body(chunks: AsyncIterable[bytes], fd: int, offset: int, landed:
     """`write_stream` for an asynchronous body: its chunks are gathered up to `BATCH` bytes and
     written with one ``pwritev`` on a worker thread, so the event loop keeps reading the other ranges
     meanwhile and no chunk is copied. Returns the bytes written."""
+    import asyncio  # here, not at the top: only the event loop's stores need it
+
     pos, batch, size = offset, [], 0
     async for data in chunks:
         batch.append(data)
@@ -312,6 +313,8 @@ async def download_async(
     the same bytes); at most ``concurrency`` run at once. Hashers follow on threads. The first error
     is raised once every range stopped; ranges not yet started are not fetched.
     """
+    import asyncio
+
     landed = Landed()
     hashers = Hashers(fd, landed, new_hash)
     gate = asyncio.Semaphore(max(1, concurrency))
