@@ -152,3 +152,37 @@ def test_a_noop_sync_never_imports_boto3(s3, s3_server, bucket: str, tmp_path: P
     assert out.splitlines() == ["['f0', 'f1', 'f2', 'f3', 'f4'] b'xxx'", "[]"]
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="u/").get("Contents", []))
     assert keys == ["u/.pos3-lease", "u/a", "u/b"] or keys == ["u/a", "u/b"]
+
+
+@pytest.mark.parametrize("trust", ["AWS_CA_BUNDLE", "ca_bundle in the config file"])
+def test_an_endpoint_only_a_ca_bundle_trusts(
+    s3, s3_server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust: str
+) -> None:
+    """HTTPS to an endpoint whose certificate only the user's CA bundle trusts: the CRT trusts what
+    botocore trusts, so listings and transfers go through (they stalled until the timeout, the CRT
+    knowing only the system's CAs). ``AWS_CA_BUNDLE`` keeps the native configuration (no botocore);
+    a config file's ``ca_bundle`` is read through botocore."""
+    import pos3
+    from pos3.testing.faultproxy import FaultProxy, self_signed
+
+    for i in range(3):
+        s3.put_object(Bucket=bucket, Key=f"d/f{i}", Body=b"x" * (i + 1))
+    cert, tls = self_signed(tmp_path)
+    with FaultProxy(s3_server.endpoint, tls=tls) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        if trust == "AWS_CA_BUNDLE":
+            monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+        else:
+            config = tmp_path / "aws-config"
+            config.write_text(f"[default]\nca_bundle = {cert}\n")
+            monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+        backend = S3Backend(Profile(), 4)
+        assert (backend.native is not None) == (trust == "AWS_CA_BUNDLE")
+        backend.close()
+        with pos3.mirror(cache_root=tmp_path / "cache", show_progress=False):
+            d = pos3.download(f"s3://{bucket}/d")
+            up = pos3.upload(f"s3://{bucket}/u", local=tmp_path / "up", interval=None)
+            (up / "a").write_bytes(b"abc")
+        assert sorted(p.read_bytes() for p in d.iterdir()) == [b"x", b"xx", b"xxx"]
+        assert proxy.count("PUT") >= 1 and proxy.count("GET") >= 3
+    assert s3.get_object(Bucket=bucket, Key="u/a")["Body"].read() == b"abc"

@@ -293,12 +293,14 @@ class S3Backend(Backend):
         args = (self.part_size, self.max_attempts, self.timeout)
         if self.native is not None:
             native = self.native
-            return CrtTransfers(native.region, native.https, native.credentials, self._bucket_base, *args)
+            tls = native.ca_bundle
+            return CrtTransfers(native.region, native.https, native.credentials, self._bucket_base, *args, tls)
         client = self.client
         https = urlsplit(client.meta.endpoint_url).scheme == "https"
         region = client.meta.region_name or "us-east-1"
+        ca_bundle = self._session._session.get_config_variable("ca_bundle")  # what botocore trusts
         if self._public:
-            return CrtTransfers(region, https, None, self._bucket_base, *args)
+            return CrtTransfers(region, https, None, self._bucket_base, *args, ca_bundle)
         credentials = self._session.get_credentials()
         if credentials is None:
             raise ImportError("no credentials to sign with")
@@ -307,7 +309,7 @@ class S3Backend(Backend):
             frozen = credentials.get_frozen_credentials()  # refreshes expiring credentials
             return frozen.access_key, frozen.secret_key, frozen.token
 
-        return CrtTransfers(region, https, current, self._bucket_base, *args)
+        return CrtTransfers(region, https, current, self._bucket_base, *args, ca_bundle)
 
     def _bucket_base(self, bucket: str) -> tuple[str, str]:
         """(host, path prefix) of ``bucket``'s objects: natively when the rule allows, else as boto3 addresses them."""

@@ -46,6 +46,7 @@ AMBIENT = frozenset(
         "AWS_SHARED_CREDENTIALS_FILE",
         "AWS_PAGER",
         "AWS_DEFAULT_OUTPUT",
+        "AWS_CA_BUNDLE",
     }
 )
 #: Regions of the ``aws`` partition (botocore's ``regionRegex``).
@@ -68,6 +69,8 @@ class NativeConfig:
     region: str
     credentials: Credentials | None
     addressing: str = "auto"
+    #: The CA bundle to trust instead of the system's (``AWS_CA_BUNDLE``), as botocore would.
+    ca_bundle: str | None = None
 
     @property
     def https(self) -> bool:
@@ -128,7 +131,8 @@ def native_config(
     ambient = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
     if ambient is not None and not _plain_url(ambient):
         return None
-    return NativeConfig(ambient, region or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION, creds, addressing)
+    region = region or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    return NativeConfig(ambient, region, creds, addressing, env.get("AWS_CA_BUNDLE") or None)
 
 
 def _plain_url(url: str) -> bool:

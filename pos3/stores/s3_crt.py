@@ -65,9 +65,11 @@ class CrtTransfers:
         part_size: int,
         max_attempts: int = 8,
         timeout: float = 120,
+        ca_bundle: str | None = None,
     ) -> None:
         """``credentials``: fixed keys, a function giving the current ones, or None (unsigned);
-        ``bucket_base(bucket)``: the (host, path prefix ending in '/') of its objects."""
+        ``bucket_base(bucket)``: the (host, path prefix ending in '/') of its objects; ``ca_bundle``:
+        the certificates to trust instead of the system's (botocore's ``AWS_CA_BUNDLE``/``ca_bundle``)."""
         from awscrt.auth import AwsCredentials, AwsCredentialsProvider
         from awscrt.s3 import S3Client, S3RequestTlsMode, S3RetryConfig, create_default_s3_signing_config
 
@@ -83,9 +85,17 @@ class CrtTransfers:
             else:
                 provider = AwsCredentialsProvider.new_static(*credentials)
             signing = create_default_s3_signing_config(region=region, credential_provider=provider)
+        tls = None
+        if https and ca_bundle:
+            from awscrt.io import ClientTlsContext, TlsContextOptions
+
+            options = TlsContextOptions()
+            options.override_default_trust_store_from_path(ca_filepath=ca_bundle)
+            tls = ClientTlsContext(options).new_connection_options()
         self.crt = S3Client(
             region=region,
             tls_mode=S3RequestTlsMode.ENABLED if https else S3RequestTlsMode.DISABLED,
+            tls_connection_options=tls,
             signing_config=signing,
             part_size=part_size,
             multipart_upload_threshold=max(part_size, MULTIPART_THRESHOLD),

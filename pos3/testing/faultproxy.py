@@ -70,11 +70,13 @@ import contextlib
 import json
 import random
 import socket
+import ssl
 import struct
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = ["FaultProxy", "Rule", "Seen"]
@@ -294,6 +296,42 @@ def _error_answer(flavour: str, status: int, head_request: bool, retry_after: in
     return head if head_request else head + body
 
 
+def self_signed(directory: Path) -> tuple[Path, ssl.SSLContext]:
+    """A fresh self-signed certificate for 127.0.0.1 (written to ``directory/cert.pem``, the CA
+    bundle a client must trust) and a server context serving it, for ``FaultProxy(tls=...)``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_path, key_path)
+    return cert_path, ctx
+
+
 class FaultProxy:
     """A programmable fault-injecting proxy in front of ``upstream`` (``http://host:port``).
 
@@ -303,7 +341,7 @@ class FaultProxy:
     Thread-safe: rules may change while requests are in flight.
     """
 
-    def __init__(self, upstream: str, *, flavour: str = "s3", seed: int = 0) -> None:
+    def __init__(self, upstream: str, *, flavour: str = "s3", seed: int = 0, tls: ssl.SSLContext | None = None) -> None:
         url = urlsplit(upstream)
         if url.scheme != "http" or not url.hostname or not url.port:
             raise ValueError(f"FaultProxy needs an http://host:port upstream, got {upstream!r}")
@@ -311,6 +349,7 @@ class FaultProxy:
             raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
         self.upstream = (url.hostname, url.port)
         self.flavour = flavour
+        self.tls = tls  # a server context: clients speak HTTPS to the proxy (see `self_signed`)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
@@ -332,8 +371,8 @@ class FaultProxy:
 
     @property
     def endpoint(self) -> str:
-        """The proxy's URL (``http://127.0.0.1:<port>``)."""
-        return f"http://127.0.0.1:{self.port}"
+        """The proxy's URL (``http://127.0.0.1:<port>``, or ``https://`` with ``tls``)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> FaultProxy:
         self._listen()
@@ -474,6 +513,14 @@ class FaultProxy:
             self._seen.append(Seen(method, target, fault))
 
     def _serve(self, client: socket.socket) -> None:
+        if self.tls is not None:
+            try:
+                client = self.tls.wrap_socket(client, server_side=True)
+            except OSError:  # a client that does not trust the certificate, or went away
+                _reset(client)
+                return
+            with self._lock:
+                self._socks.add(client)
         upstream: socket.socket | None = None
         up_file: _Reader | None = None
         cin = _Reader(client)
