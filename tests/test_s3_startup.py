@@ -154,14 +154,15 @@ def test_a_noop_sync_never_imports_boto3(s3, s3_server, bucket: str, tmp_path: P
     assert keys == ["u/.pos3-lease", "u/a", "u/b"] or keys == ["u/a", "u/b"]
 
 
-@pytest.mark.parametrize("trust", ["AWS_CA_BUNDLE", "ca_bundle in the config file"])
+@pytest.mark.parametrize("trust", ["AWS_CA_BUNDLE", "ca_bundle in the config file", "the profile option ca_bundle"])
 def test_an_endpoint_only_a_ca_bundle_trusts(
     s3, s3_server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trust: str
 ) -> None:
     """HTTPS to an endpoint whose certificate only the user's CA bundle trusts: the CRT trusts what
     botocore trusts, so listings and transfers go through (they stalled until the timeout, the CRT
     knowing only the system's CAs). ``AWS_CA_BUNDLE`` keeps the native configuration (no botocore);
-    a config file's ``ca_bundle`` is read through botocore."""
+    a config file's ``ca_bundle`` is read through botocore; a profile with an endpoint (isolated from
+    ``AWS_*``) gives its own ``ca_bundle``."""
     import pos3
     from pos3.testing.faultproxy import FaultProxy, self_signed
 
@@ -170,19 +171,63 @@ def test_an_endpoint_only_a_ca_bundle_trusts(
     cert, tls = self_signed(tmp_path)
     with FaultProxy(s3_server.endpoint, tls=tls) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        profile = None
         if trust == "AWS_CA_BUNDLE":
             monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
-        else:
+        elif trust == "ca_bundle in the config file":
             config = tmp_path / "aws-config"
             config.write_text(f"[default]\nca_bundle = {cert}\n")
             monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
-        backend = S3Backend(Profile(), 4)
-        assert (backend.native is not None) == (trust == "AWS_CA_BUNDLE")
+        else:
+            monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "ignored: a profile with an endpoint reads no AWS_*"))
+            profile = Profile(local_name="tls", endpoint=proxy.endpoint, options={"ca_bundle": str(cert)})
+        backend = S3Backend(profile or Profile(), 4)
+        assert (backend.native is not None) == (trust != "ca_bundle in the config file")
         backend.close()
         with pos3.mirror(cache_root=tmp_path / "cache", show_progress=False):
-            d = pos3.download(f"s3://{bucket}/d")
-            up = pos3.upload(f"s3://{bucket}/u", local=tmp_path / "up", interval=None)
+            d = pos3.download(f"s3://{bucket}/d", profile=profile)
+            up = pos3.upload(f"s3://{bucket}/u", local=tmp_path / "up", interval=None, profile=profile)
             (up / "a").write_bytes(b"abc")
         assert sorted(p.read_bytes() for p in d.iterdir()) == [b"x", b"xx", b"xxx"]
         assert proxy.count("PUT") >= 1 and proxy.count("GET") >= 3
     assert s3.get_object(Bucket=bucket, Key="u/a")["Body"].read() == b"abc"
+
+
+def test_an_untrusted_certificate_is_named_within_seconds(
+    s3, s3_server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CRT reports no TLS failure (it keeps trying until the timeout, three times: six minutes by
+    default): an unanswered request's host is checked after a few seconds, and a certificate nobody
+    told pos3 to trust is the error, naming the remedy; nothing is written locally."""
+    import time
+
+    import pos3
+    from pos3.stores.s3_crt import tls_problem
+    from pos3.testing.faultproxy import FaultProxy, self_signed
+
+    s3.put_object(Bucket=bucket, Key="d/f", Body=b"x")
+    cert, tls = self_signed(tmp_path)
+    with FaultProxy(s3_server.endpoint, tls=tls) as proxy:
+        host = proxy.endpoint.split("//", 1)[1]
+        assert tls_problem(host, str(cert)) is None
+        assert "not trusted" in (tls_problem(host, None) or "")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        started = time.monotonic()
+        with pytest.raises(pos3.StoreError, match=r"TLS: the certificate of .* is not trusted .*option ca_bundle"):
+            with pos3.mirror(cache_root=tmp_path / "cache", show_progress=False):
+                pos3.download(f"s3://{bucket}/d", local=tmp_path / "d")
+        assert time.monotonic() - started < 60
+        assert proxy.count() == 0  # no request got through
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+    with pytest.raises(ValueError, match="ca_bundle: no such file"):
+        S3Backend(Profile(endpoint="https://127.0.0.1:1", options={"ca_bundle": str(tmp_path / "nope.pem")}), 4)
+    closed = socket_port_closed()
+    assert tls_problem(f"127.0.0.1:{closed}", None) is None  # refused: not a TLS problem
+
+
+def socket_port_closed() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

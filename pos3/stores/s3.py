@@ -204,6 +204,10 @@ class S3Backend(Backend):
         addressing = opts.pop("addressing_style", "auto")
         self.part_size = int(opts.pop("part_size", DEFAULT_PART_SIZE))
         transfer_client = opts.pop("transfer_client", "crt")
+        ca_bundle = opts.pop("ca_bundle", None)
+        if ca_bundle is not None and not os.path.isfile(os.path.expanduser(str(ca_bundle))):
+            raise ValueError(f"S3 profile option ca_bundle: no such file: {ca_bundle}")
+        self.ca_bundle = os.path.expanduser(str(ca_bundle)) if ca_bundle is not None else None
         if transfer_client not in ("crt", "boto3"):
             raise ValueError(f"S3 profile option transfer_client must be 'crt' or 'boto3', got {transfer_client!r}")
         if opts:
@@ -265,6 +269,8 @@ class S3Backend(Backend):
             ignore_configured_endpoint_urls=True if isolated else None,
         )
         kwargs: dict[str, Any] = {"config": config}
+        if self.ca_bundle:
+            kwargs["verify"] = self.ca_bundle
         if profile.endpoint:
             kwargs["endpoint_url"] = profile.endpoint
         if profile.region:
@@ -298,7 +304,7 @@ class S3Backend(Backend):
         client = self.client
         https = urlsplit(client.meta.endpoint_url).scheme == "https"
         region = client.meta.region_name or "us-east-1"
-        ca_bundle = self._session._session.get_config_variable("ca_bundle")  # what botocore trusts
+        ca_bundle = self.ca_bundle or self._session._session.get_config_variable("ca_bundle")  # botocore's trust
         if self._public:
             return CrtTransfers(region, https, None, self._bucket_base, *args, ca_bundle)
         credentials = self._session.get_credentials()

@@ -69,7 +69,8 @@ class NativeConfig:
     region: str
     credentials: Credentials | None
     addressing: str = "auto"
-    #: The CA bundle to trust instead of the system's (``AWS_CA_BUNDLE``), as botocore would.
+    #: The CA bundle to trust instead of the system's: the ``ca_bundle`` option, else (not isolated)
+    #: ``AWS_CA_BUNDLE``, as botocore would.
     ca_bundle: str | None = None
 
     @property
@@ -106,6 +107,7 @@ def native_config(
         return None
     addressing = str(options.get("addressing_style", "auto"))
     keys = _keys(options)
+    ca_bundle = os.path.expanduser(str(options["ca_bundle"])) if options.get("ca_bundle") else None
     if endpoint is not None and not _plain_url(endpoint):
         return None
     if isolated:
@@ -119,7 +121,7 @@ def native_config(
             creds = _env_keys(env)
             if creds is None:
                 return None  # botocore reports the missing or partial keys
-        return NativeConfig(endpoint, region or DEFAULT_REGION, creds, addressing)
+        return NativeConfig(endpoint, region or DEFAULT_REGION, creds, addressing, ca_bundle)
     if any(k.startswith("AWS_") and k not in AMBIENT for k in env):
         return None
     config_file = Path(env.get("AWS_CONFIG_FILE") or "~/.aws/config").expanduser()
@@ -132,7 +134,7 @@ def native_config(
     if ambient is not None and not _plain_url(ambient):
         return None
     region = region or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
-    return NativeConfig(ambient, region, creds, addressing, env.get("AWS_CA_BUNDLE") or None)
+    return NativeConfig(ambient, region, creds, addressing, ca_bundle or env.get("AWS_CA_BUNDLE") or None)
 
 
 def _plain_url(url: str) -> bool:

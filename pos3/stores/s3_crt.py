@@ -39,6 +39,8 @@ MULTIPART_THRESHOLD = 64 * 1024 * 1024
 #: holding a whole object in memory.
 MEMORY_LIMIT = 256 * 1024 * 1024
 _PROBE_KEY = "__pos3_probe__"
+#: Seconds without an answer after which an HTTPS request's host is checked for a TLS problem.
+DIAGNOSE_AFTER = 5.0
 
 
 def presigned_base(client: Any, bucket: str) -> tuple[str, str]:
@@ -108,7 +110,16 @@ class CrtTransfers:
         )
         self._bucket_base = bucket_base
         self._bases: dict[str, tuple[str, str]] = {}
-        self._watchdog = _Watchdog(timeout)
+        self._ca_bundle = ca_bundle
+        self._tls_problems: dict[str, str | None] = {}
+        self._watchdog = _Watchdog(timeout, self._tls_problem if https else None)
+
+    def _tls_problem(self, host: str) -> str | None:
+        """Why a TLS handshake with ``host`` fails under the trust the CRT was given (the system's
+        CAs, or the CA bundle), or None when it succeeds or fails otherwise; asked once per host."""
+        if host not in self._tls_problems:
+            self._tls_problems[host] = tls_problem(host, self._ca_bundle)
+        return self._tls_problems[host]
 
     def _target(self, bucket: str, key: str) -> tuple[str, str]:
         """(host, path) of ``key``."""
@@ -139,11 +150,12 @@ class CrtTransfers:
         from awscrt.s3 import S3RequestType
 
         got: dict[str, str] = {}
-        watch = _Watch()
+        watch = _Watch(host)
         body_cb = kwargs.pop("on_body", None)
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
             watch.touch()
+            watch.answered = True
             got.update((k.lower(), v) for k, v in headers)
 
         def on_body(chunk: bytes, **kw: Any) -> None:
@@ -326,11 +338,16 @@ def _then(fut: Future, fn: Any, what: str, watch: _Watch | None = None) -> Futur
 
 
 class _Watch:
-    """When a request last made progress, and whether the watchdog cancelled it."""
+    """When a request to ``host`` last made progress, whether it was answered, and whether (and
+    why, when known) the watchdog cancelled it."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "") -> None:
+        self.host = host
         self.last = time.monotonic()
+        self.answered = False
+        self.checked = False
         self.stalled = False
+        self.why: str | None = None
 
     def touch(self) -> None:
         self.last = time.monotonic()
@@ -338,10 +355,15 @@ class _Watch:
 
 class _Watchdog:
     """Cancels a request that made no progress (no header, body byte or part) for ``timeout``
-    seconds, as boto3's read timeout does; the caller retries it (`TransferInterrupted`)."""
+    seconds, as boto3's read timeout does; the caller retries it (`TransferInterrupted`).
 
-    def __init__(self, timeout: float) -> None:
+    The CRT reports no TLS failure (it keeps trying): a request still unanswered after
+    `DIAGNOSE_AFTER` seconds has ``diagnose(host)`` say why its host cannot be reached, if it
+    can tell (an untrusted certificate), and is then cancelled with that reason at once."""
+
+    def __init__(self, timeout: float, diagnose: Callable[[str], str | None] | None = None) -> None:
         self.timeout = timeout
+        self.diagnose = diagnose
         self._lock = threading.Lock()
         self._active: dict[int, tuple[_Watch, Any]] = {}
         self._thread: threading.Thread | None = None
@@ -363,10 +385,44 @@ class _Watchdog:
             time.sleep(min(1.0, self.timeout / 4))
             now = time.monotonic()
             with self._lock:
-                stale = [(w, r) for w, r in self._active.values() if now - w.last > self.timeout and not w.stalled]
-            for watch, request in stale:
-                watch.stalled = True
-                request.cancel()
+                active = [(w, r) for w, r in self._active.values() if not w.stalled]
+            for watch, request in active:
+                idle = now - watch.last
+                diagnose = None if watch.answered or watch.checked else self.diagnose
+                if diagnose is not None and min(self.timeout / 2, DIAGNOSE_AFTER) < idle <= self.timeout:
+                    watch.checked = True
+                    watch.why = diagnose(watch.host)
+                if idle > self.timeout or watch.why is not None:
+                    watch.stalled = True
+                    request.cancel()
+
+
+def tls_problem(host: str, ca_bundle: str | None, timeout: float = 10.0) -> str | None:
+    """Why a TLS handshake with ``host`` (``name[:port]``) fails when trusting ``ca_bundle`` (else
+    the system's CAs), or None when it succeeds or the connection fails for another reason."""
+    import socket
+    import ssl
+
+    url = urlsplit(f"//{host}")
+    name, port = url.hostname or host, url.port or 443
+    trusting = f"the CA bundle {ca_bundle}" if ca_bundle else "the system's CAs"
+    try:
+        context = ssl.create_default_context(cafile=ca_bundle)
+        with (
+            socket.create_connection((name, port), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=name),
+        ):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"TLS: the certificate of {host} is not trusted ({exc.verify_message}; trusting {trusting}): "
+            "give the CA bundle that signed it (the S3 profile option ca_bundle, AWS_CA_BUNDLE, or ca_bundle "
+            "in the AWS config file)"
+        )
+    except ssl.SSLError as exc:
+        return f"TLS: the handshake with {host} failed ({exc.reason or exc}; trusting {trusting})"
+    except OSError:
+        return None
 
 
 def _map_crt(exc: BaseException, what: str, watch: _Watch | None = None) -> BaseException:
@@ -376,6 +432,8 @@ def _map_crt(exc: BaseException, what: str, watch: _Watch | None = None) -> Base
     from awscrt.s3 import S3ResponseError
 
     if watch is not None and watch.stalled:
+        if watch.why is not None:
+            return StoreError(f"{what}: {watch.why}")
         return TransferInterrupted(f"{what}: no progress for a whole timeout; cancelled")
     if isinstance(exc, S3ResponseError) and getattr(exc, "status_code", None) is not None:
         return _map(exc, what)
