@@ -602,11 +602,19 @@ class S3Store(ObjectStore):
         size = os.stat(src).st_size
         crt = self.backend.crt() if self._up is None else None
         if crt is not None:
-            meta = crt.start_put(self.bucket, key, src, size).result()
+            # The multipart ETag to expect, hashed while the parts travel (the CRT cuts them at part_size).
+            parts = max(self.backend.part_size, -(-size // MAX_PARTS))
+            expected = self.backend.verifier.submit(multipart_etag, src, parts) if size > MULTIPART_THRESHOLD else None
+            try:
+                meta = crt.start_put(self.bucket, key, src, size).result()
+            except BaseException:
+                if expected is not None:
+                    expected.cancel()
+                raise
             if meta.version is None:  # some servers answer a multipart completion without the header
                 meta = self.head(key) or meta
-            if size > MULTIPART_THRESHOLD:
-                self._check_uploaded(key, src, meta)
+            if expected is not None:
+                self._check_uploaded(key, src, meta, expected.result())
             return meta
         try:
             if size <= MULTIPART_THRESHOLD:
@@ -680,10 +688,11 @@ class S3Store(ObjectStore):
         etag = r["ETag"].strip('"')
         return ObjectMeta(key, len(data), etag, None, md5_from_etag(etag))
 
-    def _check_uploaded(self, key: str, src: Path, meta: ObjectMeta) -> None:
-        """Compare a multipart upload's ETag with the file's; a mismatch deletes the bad
-        object (unless rewritten meanwhile) and raises `IntegrityError`."""
-        if not meta.version or not _multipart(meta.version):
+    def _check_uploaded(self, key: str, src: Path, meta: ObjectMeta, expected: str | None = None) -> None:
+        """Compare a multipart upload's ETag with the file's (``expected``, if hashed already at the
+        part size the upload should have used; else hashed at the stored part 1's size); a mismatch
+        deletes the bad object (unless rewritten meanwhile) and raises `IntegrityError`."""
+        if not meta.version or not _multipart(meta.version) or expected == meta.version.lower():
             return
         part = self._part_size(key, meta.version)
         if part is None or multipart_etag(src, part) == meta.version.lower():
