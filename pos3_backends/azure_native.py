@@ -11,7 +11,8 @@ the service checks, and storing it as the blob's Content-MD5. Either mismatch ra
 `IntegrityError`. The account URL, API version and credential are the SDK client's:
 a shared key (signed here, as the SDK signs), a SAS, a token credential (its tokens
 are fetched on a worker thread) or none (anonymous). Another credential type is not
-served natively (`native_auth` answers None and the store uses the SDK).
+served natively (`native_auth` answers None and the store uses the SDK). Listings, HEADs,
+deletes and conditional writes are small requests on the calling thread (`pos3_backends._http`).
 """
 
 from __future__ import annotations

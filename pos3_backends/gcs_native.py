@@ -8,7 +8,8 @@ written with ``pwrite`` into the preallocated file and hashed as they land
 multipart upload whose metadata carries the file's MD5 (which the service checks) and
 whose answer's ``md5Hash`` is compared with the file's (an emulator may not check): a
 mismatching object is deleted if still that generation. Either mismatch raises
-`IntegrityError`. Endpoint and credentials are the SDK client's.
+`IntegrityError`. Endpoint and credentials are the SDK client's. Listings, HEADs and deletes are
+small requests on the calling thread (`pos3_backends._http`): a no-op starts no event loop.
 """
 
 from __future__ import annotations
