@@ -526,6 +526,12 @@ class AzureStore(ObjectStore):
     def get(self, key: str, dest: Path, size: int | None = None) -> ObjectMeta:
         """Download, then compare with the blob's Content-MD5 (when it has one); retried whole on a mismatch.
         Natively (`start_get`) unless the profile asks for the SDK."""
+        native = self._native_engine() if size is None else None
+        if native is not None:  # unknown size (a lease read): small requests, no event loop
+            what = f"Downloading {self._url(key)}"
+            got = retried(lambda: native.get_now(self._base, key, dest, what), what)
+            if got is not None:
+                return got
         started = self.start_get(key, dest, size)
         if started is not None:
             return started.result()

@@ -41,6 +41,8 @@ from .azure import INTEGRITY_CODES
 #: Blobs up to this size move in one request each; larger downloads as ranges, larger uploads through the SDK.
 NATIVE_MAX = 8 * 1024 * 1024
 CHUNK = 1 << 20
+#: The largest blob of unknown size `AzureNative.get_now` reads whole as a small request.
+SMALL_GET = 256 * 1024
 #: The largest range the service sends an MD5 for (``x-ms-range-get-content-md5``); the first range's size.
 MD5_RANGE = 4 * 1024 * 1024
 #: The size of the other ranges of a blob with a whole-blob Content-MD5.
@@ -327,12 +329,34 @@ class AzureNative:
                     f.write(chunk)
                     md5.update(chunk)
                     size += len(chunk)
-            stored = r.headers.get("Content-MD5")
-            meta = ObjectMeta(key, size, _etag(r.headers.get("ETag")), _mtime(r.headers.get("Last-Modified")))
-        if stored:
-            if base64.b64decode(stored) != md5.digest():
-                raise IntegrityError(f"{what}: content MD5 {md5.hexdigest()} does not match the store's")
-            return ObjectMeta(meta.key, meta.size, meta.version, meta.mtime, md5.hexdigest())
+            return _checked(key, size, r.headers, md5, what)
+
+    def get_now(self, base: str, key: str, dest: Path, what: str) -> ObjectMeta | None:
+        """Download a blob of unknown size as small requests on the calling thread (no event loop,
+        for a lease read): a HEAD (missing: `FileNotFoundError`), then, up to `SMALL_GET` bytes, one GET
+        of that ETag checked as `start_get` checks; None when larger (start a transfer instead). The
+        blob replaced between the two raises `TransferInterrupted`."""
+        head = self.head(base, key, what)
+        if head is None:
+            raise FileNotFoundError(f"{what}: not found")
+        if head.size > SMALL_GET:
+            return None
+        url = f"{base}/{quote(key, safe='/~')}"
+        pin = {} if head.version is None else {"If-Match": f'"{head.version}"'}
+
+        def fail(status: int, headers: Any, body: bytes, what: str) -> NoReturn:
+            if status in (404, 412) and pin:
+                raise TransferInterrupted(f"{what}: the blob changed during the download")
+            _fail(status, headers, body, what)
+
+        def prepare() -> tuple[str, dict[str, str]]:
+            headers = dict(pin)
+            return self._authorize_now("GET", url, headers), headers
+
+        got = self.small.send("GET", prepare, what, (200,), fail)
+        meta = _checked(key, len(got.body), got.headers, hashlib.md5(got.body, usedforsecurity=False), what)
+        with open(dest, "wb") as f:
+            f.write(got.body)
         return meta
 
     def start_put(self, base: str, key: str, src: Path, what: str) -> Future[ObjectMeta]:
@@ -402,6 +426,18 @@ def _mtime(value: str | None) -> float | None:
         return parsedate_to_datetime(value).timestamp() if value else None
     except (TypeError, ValueError):
         return None
+
+
+def _checked(key: str, size: int, headers: Any, md5: Any, what: str) -> ObjectMeta:
+    """The downloaded blob's `ObjectMeta`; `IntegrityError` if the bytes hashed into ``md5`` do not
+    match the blob's Content-MD5 (a blob without one is not checked)."""
+    meta = ObjectMeta(key, size, _etag(headers.get("ETag")), _mtime(headers.get("Last-Modified")))
+    stored = headers.get("Content-MD5")
+    if not stored:
+        return meta
+    if base64.b64decode(stored) != md5.digest():
+        raise IntegrityError(f"{what}: content MD5 {md5.hexdigest()} does not match the store's")
+    return ObjectMeta(meta.key, meta.size, meta.version, meta.mtime, md5.hexdigest())
 
 
 def _fail(status: int, headers: Any, body: bytes, what: str) -> NoReturn:

@@ -397,6 +397,12 @@ class GCSStore(ObjectStore):
         retry resumes from the bytes received, pinned to the first response's generation.
         A checksum mismatch is retried whole. ``mtime`` is not reported.
         """
+        native = self.backend.native() if size is None else None
+        if native is not None:  # unknown size (a lease read): small requests, no event loop
+            what = f"Downloading {self._url(key)}"
+            got = retried(lambda: native.get_now(self.name, key, dest, what), what)
+            if got is not None:
+                return got
         started = self.start_get(key, dest, size)
         if started is not None:
             return started.result()
@@ -467,8 +473,7 @@ class GCSStore(ObjectStore):
             raise PreconditionFailed(f"{self._url(key)}: {version!r} is not a generation") from None
         native = self.backend.native()
         if native is not None:
-            what = f"Uploading {self._url(key)}"
-            return native.start_upload(self.name, key, data, what, if_generation=generation).result()
+            return native.put_now(self.name, key, data, f"Uploading {self._url(key)}", if_generation=generation)
         blob = self.bucket.blob(key)
         try:
             blob.upload_from_string(data, if_generation_match=generation, checksum="md5", retry=self.retry)

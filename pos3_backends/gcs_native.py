@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
@@ -39,6 +40,8 @@ NATIVE_MAX = 8 * 1024 * 1024
 #: The size of each range of a larger download.
 RANGE = 16 * 1024 * 1024
 CHUNK = 1 << 20
+#: The largest object of unknown size `GCSNative.get_now` reads whole as a small request.
+SMALL_GET = 256 * 1024
 #: Seconds between two asks for the access token (google-auth refreshes it ahead of expiry).
 TOKEN_RECHECK = 30.0
 OBJECT_FIELDS = "name,size,generation,md5Hash,updated"
@@ -231,13 +234,40 @@ class GCSNative:
                     size += len(chunk)
             sent = _hashes(r.headers.get("x-goog-hash"))
             generation = r.headers.get("x-goog-generation")
-        if "md5" in sent:
-            ok = base64.b64decode(sent["md5"]) == md5.digest()
-        else:
-            ok = "crc32c" not in sent or crc is None or base64.b64decode(sent["crc32c"]) == crc.digest()
-        if not ok:
-            raise IntegrityError(f"{what}: the bytes received do not match the object's checksum")
+        _check_received(sent, md5, crc, what)
         return ObjectMeta(key, size, generation, None, b64_to_hex(sent.get("md5")))
+
+    def get_now(self, bucket: str, key: str, dest: Path, what: str) -> ObjectMeta | None:
+        """Download an object of unknown size as small requests on the calling thread (no event loop,
+        for a lease read): a HEAD (missing: `FileNotFoundError`), then, up to `SMALL_GET` bytes, one GET
+        of that generation checked as `start_get` checks; None when larger (start a transfer instead).
+        The object replaced between the two raises `TransferInterrupted`."""
+        head = self.head(bucket, key, what)
+        if head is None:
+            raise FileNotFoundError(f"{what}: not found")
+        if head.size > SMALL_GET:
+            return None
+        params = {"alt": "media"} if head.version is None else {"alt": "media", "generation": str(head.version)}
+        url = f"{self.base}/download/storage/v1/b/{quote(bucket, safe='')}/o/{quote(key, safe='')}"
+        target = f"{url}?{urlencode(params, quote_via=quote)}"
+
+        def fail(status: int, headers: Any, body: bytes, what: str) -> NoReturn:
+            if status == 404 and head.version is not None:
+                raise TransferInterrupted(f"{what}: the object changed during the download")
+            _fail(status, headers, body, what)
+
+        def prepare() -> tuple[str, dict[str, str]]:
+            return target, {**self._auth_headers(), "Accept-Encoding": "gzip"}
+
+        got = self.small.send("GET", prepare, what, (200,), fail)
+        md5, crc = hashlib.md5(got.body, usedforsecurity=False), _crc32c()
+        if crc is not None:
+            crc.update(got.body)
+        sent = _hashes(got.headers.get("x-goog-hash"))
+        _check_received(sent, md5, crc, what)
+        with open(dest, "wb") as f:
+            f.write(got.body)
+        return ObjectMeta(key, len(got.body), got.headers.get("x-goog-generation"), None, b64_to_hex(sent.get("md5")))
 
     def start_put(self, bucket: str, key: str, src: Path) -> Future[ObjectMeta]:
         """Upload ``src`` (read whole, at most `NATIVE_MAX` bytes) to ``key``; the future gives its `ObjectMeta`."""
@@ -248,6 +278,41 @@ class GCSNative:
     ) -> Future[ObjectMeta]:
         """One multipart upload of ``data`` carrying its MD5 (``if_generation``: only if the live
         generation is that one, 0 for none); a refused condition raises `PreconditionFailed`."""
+        url, params, body, ctype, digest = self._upload_request(bucket, key, data, if_generation)
+
+        async def once() -> ObjectMeta:
+            return await self._put_once(url, params, bucket, key, body, ctype, digest, len(data), what)
+
+        return self.engine.run(guard(retrying(once, self.policy), what))
+
+    def put_now(self, bucket: str, key: str, data: bytes, what: str, if_generation: int | None = None) -> ObjectMeta:
+        """`start_upload` of a few bytes (a lease) as a small request on the calling thread: no event loop."""
+        url, params, body, ctype, digest = self._upload_request(bucket, key, data, if_generation)
+        target = f"{url}?{urlencode(params, quote_via=quote)}"
+
+        def fail(status: int, headers: Any, answer: bytes, what: str) -> NoReturn:
+            _refused(status, params, bucket, key)
+            _fail(status, headers, answer, what)
+
+        def prepare() -> tuple[str, dict[str, str]]:
+            return target, {**self._auth_headers(), "Content-Type": ctype}
+
+        got = self.small.send("POST", prepare, what, (200,), fail, body)
+        try:
+            meta = _uploaded(got.body, key, len(data), what)
+        except Transient as exc:  # not retried here: the condition may already have been used up
+            raise exc.final from exc
+        if meta.md5 is not None and meta.md5 != digest.hex():
+            live = {"ifGenerationMatch": str(meta.version)}
+            with contextlib.suppress(Exception):  # gone or rewritten meanwhile: not ours to remove
+                self.call("DELETE", self._object(bucket, key), live, what, (200, 204))
+            raise IntegrityError(f"{what}: the stored object's MD5 {meta.md5} does not match the file (removed)")
+        return ObjectMeta(key, len(data), meta.version, meta.mtime, meta.md5 or digest.hex())
+
+    def _upload_request(
+        self, bucket: str, key: str, data: bytes, if_generation: int | None
+    ) -> tuple[str, dict[str, str], bytes, str, bytes]:
+        """URL, query, body, content type and MD5 of a multipart upload of ``data``."""
         digest = hashlib.md5(data, usedforsecurity=False).digest()
         boundary = secrets.token_hex(16)
         meta = json.dumps({"name": key, "md5Hash": base64.b64encode(digest).decode()})
@@ -263,12 +328,7 @@ class GCSNative:
         params = {"uploadType": "multipart", "fields": OBJECT_FIELDS}
         if if_generation is not None:
             params["ifGenerationMatch"] = str(if_generation)
-        ctype = f'multipart/related; boundary="{boundary}"'
-
-        async def once() -> ObjectMeta:
-            return await self._put_once(url, params, bucket, key, body, ctype, digest, len(data), what)
-
-        return self.engine.run(guard(retrying(once, self.policy), what))
+        return url, params, body, f'multipart/related; boundary="{boundary}"', digest
 
     async def _put_once(
         self,
@@ -285,15 +345,10 @@ class GCSNative:
         headers = {**await self._headers(), "Content-Type": ctype}
         async with self.engine.session.post(url, params=params, data=body, headers=headers) as r:
             answer = await r.read()
-            if r.status == 412 and "ifGenerationMatch" in params:
-                generation = int(params["ifGenerationMatch"])
-                raise PreconditionFailed.of(f"gs://{bucket}/{key}", None if generation == 0 else str(generation))
+            _refused(r.status, params, bucket, key)
             if r.status != 200:
                 _fail(r.status, r.headers, answer, what)
-        try:
-            got = _object_meta({"name": key, "size": size, **json.loads(answer)})
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise Transient(StoreError(f"{what}: unreadable answer from the service")) from exc
+        got = _uploaded(answer, key, size, what)
         if got.md5 is not None and got.md5 != digest.hex():
             await self._discard(bucket, key, str(got.version))
             raise IntegrityError(f"{what}: the stored object's MD5 {got.md5} does not match the file (removed)")
@@ -308,6 +363,21 @@ class GCSNative:
                 await r.read()
         except Exception:  # noqa: BLE001, S110 - gone or rewritten meanwhile: not ours to remove
             pass
+
+
+def _refused(status: int, params: dict[str, str], bucket: str, key: str) -> None:
+    """Raise `PreconditionFailed` for a conditional upload the service refused (412)."""
+    if status == 412 and "ifGenerationMatch" in params:
+        generation = int(params["ifGenerationMatch"])
+        raise PreconditionFailed.of(f"gs://{bucket}/{key}", None if generation == 0 else str(generation))
+
+
+def _uploaded(answer: bytes, key: str, size: int, what: str) -> ObjectMeta:
+    """The object resource an upload answered with (unreadable: `Transient`, worth another try)."""
+    try:
+        return _object_meta({"name": key, "size": size, **json.loads(answer)})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Transient(StoreError(f"{what}: unreadable answer from the service")) from exc
 
 
 def _object_meta(o: dict[str, Any]) -> ObjectMeta:
@@ -327,6 +397,17 @@ def _fail(status: int, headers: Any, body: bytes, what: str) -> NoReturn:
     if status in TRANSIENT_STATUS:
         raise Transient(err, retry_after(headers))
     raise err
+
+
+def _check_received(sent: dict[str, str], md5: Any, crc: Any, what: str) -> None:
+    """Raise `IntegrityError` unless the bytes hashed into ``md5`` (and ``crc``, a CRC32C or None)
+    match the ``x-goog-hash`` the service ``sent``: its MD5, else its CRC32C (a composite object)."""
+    if "md5" in sent:
+        ok = base64.b64decode(sent["md5"]) == md5.digest()
+    else:
+        ok = "crc32c" not in sent or crc is None or base64.b64decode(sent["crc32c"]) == crc.digest()
+    if not ok:
+        raise IntegrityError(f"{what}: the bytes received do not match the object's checksum")
 
 
 def _crc32c() -> Any:

@@ -212,8 +212,9 @@ def test_native_transfers_by_default_and_sdk_on_request(az, az_container, az_pro
 
 def test_key_listing_and_download_do_not_import_the_sdk(az, az_container, azure_server, tmp_path):
     """With a key (or SAS, or anonymous access) the native path needs no SDK: a listing, a HEAD and a
-    download (the no-op and download paths) never import azure-storage-blob, and a listing and a HEAD
-    (all a no-op needs) not even aiohttp: the event loop starts with the first transfer."""
+    download (the no-op and download paths) never import azure-storage-blob, and a listing, a HEAD and
+    a read of unknown size (all a no-op and a lease need) not even aiohttp: the event loop starts with
+    the first transfer."""
     put(az, az_container, {"a/x.txt": b"x"})
     code = (
         "import sys; from pathlib import Path; from pos3 import Profile; from pos3_backends.azure import AzureBackend\n"
@@ -221,10 +222,11 @@ def test_key_listing_and_download_do_not_import_the_sdk(az, az_container, azure_
         f"            options={{'account_key': {azure_server.account_key!r}}})\n"
         f"b = AzureBackend(p, 4); s = b.store({az_container!r})\n"
         "assert [m.key for m in s.list('a/')] == ['a/x.txt'] and s.head('a/x.txt').size == 1\n"
+        f"assert s.get('a/x.txt', Path({str(tmp_path / 'y')!r})).size == 1\n"  # size unknown: a lease read
         "print('aiohttp' in sys.modules)\n"
         f"s.get('a/x.txt', Path({str(tmp_path / 'x')!r}), 1)\n"
         "print('azure.storage.blob' in sys.modules, 'aiohttp' in sys.modules); b.close()\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "False\nFalse True\n"
-    assert (tmp_path / "x").read_bytes() == b"x"
+    assert (tmp_path / "x").read_bytes() == (tmp_path / "y").read_bytes() == b"x"

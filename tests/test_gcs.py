@@ -145,18 +145,19 @@ def test_native_transfers_by_default_and_sdk_on_request(gcs, gcs_bucket, gcs_pro
 
 def test_anonymous_listing_and_download_do_not_import_the_sdk(gcs, gcs_bucket, gcs_server, tmp_path):
     """With no credentials to load, a listing and a download (the no-op and download paths) never import
-    google-cloud-storage, and a listing (all a no-op needs) not even aiohttp: the event loop starts
-    with the first transfer."""
+    google-cloud-storage, and a listing and a read of unknown size (all a no-op and a lease need) not
+    even aiohttp: the event loop starts with the first transfer."""
     put(gcs, gcs_bucket, {"a/x.txt": b"x"})
     code = (
         "import sys; from pathlib import Path; from pos3 import Profile; from pos3_backends.gcs import GCSBackend\n"
         f"b = GCSBackend(Profile(local_name='p', endpoint={gcs_server.endpoint!r}, public=True), 4)\n"
         f"s = b.store({gcs_bucket!r})\n"
         "assert [m.key for m in s.list('a/')] == ['a/x.txt'] and s.head('a/x.txt').size == 1\n"
+        f"assert s.get('a/x.txt', Path({str(tmp_path / 'y')!r})).size == 1\n"  # size unknown: a lease read
         "print('aiohttp' in sys.modules)\n"
         f"s.get('a/x.txt', Path({str(tmp_path / 'x')!r}), 1)\n"
         "print('google.cloud.storage' in sys.modules, 'aiohttp' in sys.modules); b.close()\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "False\nFalse True\n"
-    assert (tmp_path / "x").read_bytes() == b"x"
+    assert (tmp_path / "x").read_bytes() == (tmp_path / "y").read_bytes() == b"x"
