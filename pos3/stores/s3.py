@@ -299,8 +299,8 @@ class S3Backend(Backend):
         args = (self.part_size, self.max_attempts, self.timeout)
         if self.native is not None:
             native = self.native
-            tls = native.ca_bundle
-            return CrtTransfers(native.region, native.https, native.credentials, self._bucket_base, *args, tls)
+            creds = native.credentials
+            return CrtTransfers(native.region, native.https, creds, self._bucket_base, *args, native.ca_bundle)
         client = self.client
         https = urlsplit(client.meta.endpoint_url).scheme == "https"
         region = client.meta.region_name or "us-east-1"

@@ -341,7 +341,7 @@ class _Watch:
     """When a request to ``host`` last made progress, whether it was answered, and whether (and
     why, when known) the watchdog cancelled it."""
 
-    def __init__(self, host: str = "") -> None:
+    def __init__(self, host: str) -> None:
         self.host = host
         self.last = time.monotonic()
         self.answered = False
